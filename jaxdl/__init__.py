@@ -1,0 +1,1 @@
+"""jaxdl: torchvision's classic classifiers in Flax NNX, exact and fast."""
