@@ -6,9 +6,11 @@ as in torchvision. Construction never downloads anything; pretrained weights com
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from flax import nnx
 
@@ -31,6 +33,15 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
 TORCHVISION = tuple(name for name in _BUILDERS if name not in ("mlp", "cnn", "lenet5"))
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What `create` was called with: enough to rebuild the model when loading saved weights."""
+
+    arch: str
+    num_classes: int
+    options: tuple[tuple[str, Any], ...] = ()
+
+
 def names() -> list[str]:
     return list(_BUILDERS)
 
@@ -50,8 +61,9 @@ def create(name: str, num_classes: int = 10, *, rngs: nnx.Rngs | None = None, **
         options = [k for k in accepted if k not in ("name", "num_classes", "rngs")]
         raise TypeError(f"{name} takes no option {', '.join(unknown)} (it takes: {', '.join(options) or 'none'})")
     model = builder(num_classes=num_classes, rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs)
-    model.arch = name
+    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+    model.spec = ModelSpec(name, num_classes, options)
     return model
 
 
-__all__ = ["AlexNet", "CNN", "LeNet5", "MLP", "ResNet", "TORCHVISION", "VGG", "check_name", "create", "names"]
+__all__ = ["AlexNet", "CNN", "LeNet5", "MLP", "ModelSpec", "ResNet", "TORCHVISION", "VGG", "check_name", "create", "names"]

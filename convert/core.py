@@ -1,0 +1,90 @@
+"""torchvision state_dict <-> jaxdl model, strict and exact.
+
+Conversion is a relayout of tensors (see `keymaps`): the numbers are copied bit for bit, so a converted model
+computes what the torchvision model computes up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flax import nnx
+
+from convert.keymaps import keymap
+from jaxdl.models import create
+from jaxdl.weights import key, variables
+
+
+class ConversionError(ValueError):
+    """A state_dict that does not fit the architecture; lists every problem at once."""
+
+
+def _numpy(tensor) -> np.ndarray:
+    if hasattr(tensor, "detach"):  # a torch.Tensor; torch itself is not needed to convert numpy arrays
+        tensor = tensor.detach().cpu()
+        if tensor.dtype.is_floating_point:
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(tensor)
+
+
+def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, seed: int = 0) -> nnx.Module:
+    """Build `arch` carrying the weights of a torchvision state_dict.
+
+    A `num_classes` other than the checkpoint's keeps the whole backbone and gives the model a freshly
+    initialised head (seeded by `seed`), which is what fine-tuning on a new data set wants.
+    """
+    km = keymap(arch)
+    state = {k: _numpy(v) for k, v in state_dict.items()}
+    head = state.get(f"{km.head}.weight")
+    if num_classes is None:
+        if head is None:
+            raise ConversionError(f"cannot convert to {arch}: the state_dict has no {km.head}.weight to take num_classes from")
+        num_classes = head.shape[0]
+    replace_head = head is not None and head.shape[0] != num_classes
+    model = create(arch, num_classes, rngs=nnx.Rngs(seed))
+    targets = variables(model)
+
+    problems = []
+    known = {e.torch_key for e in km.entries}
+    problems += [f"unexpected key {k}" for k in state if k not in known]
+    values = {}
+    for e in km.mapped():
+        if replace_head and e.torch_key.startswith(f"{km.head}."):
+            continue
+        if e.torch_key not in state:
+            problems.append(f"missing key {e.torch_key}")
+            continue
+        expected = e.layout.torch_shape(targets[e.path].shape)
+        got = tuple(state[e.torch_key].shape)
+        if got != expected:
+            problems.append(f"{e.torch_key}: shape {got} does not fit {arch}'s {expected}")
+            continue
+        values[e.path] = e.layout.to_flax(state[e.torch_key])
+    if problems:
+        raise ConversionError(f"cannot convert state_dict to {arch} ({len(problems)} problems): " + "; ".join(problems))
+    for path, value in values.items():
+        targets[path].set_value(np.ascontiguousarray(value, dtype=targets[path].get_value().dtype))
+    return model
+
+
+def to_torch(model: nnx.Module) -> dict:
+    """The torchvision state_dict of `model`, loadable with `load_state_dict(strict=True)`.
+
+    `num_batches_tracked` is written as 0: jaxdl keeps no counter, and torchvision reads it only when
+    BatchNorm's momentum is None, which no torchvision classifier uses.
+    """
+    import torch
+
+    km = keymap(model.spec.arch)
+    source = variables(model)
+    out = {}
+    for e in km.entries:
+        if e.path is None:
+            out[e.torch_key] = torch.tensor(0, dtype=torch.long)
+        else:
+            value = e.layout.to_torch(np.asarray(source[e.path].get_value()))
+            out[e.torch_key] = torch.from_numpy(np.ascontiguousarray(value))
+    return out
+
+
+__all__ = ["ConversionError", "from_torch", "key", "to_torch"]

@@ -1,0 +1,92 @@
+"""Save and load model weights as safetensors, without PyTorch.
+
+Files hold the model's parameters and BatchNorm statistics in jaxdl's own layout (HWIO kernels), keyed by their
+dotted path (`layer1.0.conv1.kernel`), plus metadata naming the architecture and where the weights came from,
+so a file is enough to rebuild its model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+
+from jaxdl.models import ModelSpec, create
+
+FORMAT = "jaxdl-nhwc-v1"
+VarPath = tuple[str | int, ...]
+
+
+class WeightsError(ValueError):
+    """Weights that do not fit the model, or a file that is not what it claims to be."""
+
+
+def variables(model: nnx.Module) -> dict[VarPath, nnx.Variable]:
+    """The model's weights (parameters and BatchNorm statistics) by path; the model's own Variables, not copies."""
+    return dict(nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))))
+
+
+def key(path: VarPath) -> str:
+    return ".".join(map(str, path))
+
+
+def save(model: nnx.Module, file: str | Path, *, source: str = "jaxdl", source_sha256: str = "") -> None:
+    spec: ModelSpec = model.spec
+    tensors = {key(p): np.asarray(v.get_value()) for p, v in variables(model).items()}
+    metadata = {
+        "format": FORMAT,
+        "arch": spec.arch,
+        "num_classes": str(spec.num_classes),
+        "options": json.dumps(dict(spec.options)),
+        "source": source,
+        "source_sha256": source_sha256,
+    }
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(file), metadata=metadata)
+
+
+def metadata(file: str | Path) -> dict[str, str]:
+    try:
+        with safe_open(str(file), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise WeightsError(f"{file}: no such file") from None
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{file} is not a readable safetensors file ({e}): re-create it with `python -m convert`") from None
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{file} was not written by jaxdl (format {meta.get('format')!r}): convert it with `python -m convert`")
+    return meta
+
+
+def load(file: str | Path, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """Rebuild the model a file describes and fill in its weights, strictly."""
+    meta = metadata(file)
+    model = create(meta["arch"], int(meta["num_classes"]), rngs=rngs, **json.loads(meta["options"]))
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{file} is corrupt ({e}): re-create it with `python -m convert`") from None
+    assign(model, tensors, what=str(file))
+    return model
+
+
+def assign(model: nnx.Module, tensors: dict[str, np.ndarray], *, what: str) -> None:
+    """Copy `tensors` (keyed like `save` writes them) into `model`; every problem is reported at once."""
+    targets = {key(p): v for p, v in variables(model).items()}
+    problems = [f"missing {k}" for k in targets if k not in tensors]
+    problems += [f"unexpected {k}" for k in tensors if k not in targets]
+    problems += [
+        f"{k}: shape {tuple(tensors[k].shape)} does not fit {tuple(v.shape)}"
+        for k, v in targets.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise WeightsError(f"{what} does not fit {model.spec.arch}: " + "; ".join(problems))
+    for k, v in targets.items():
+        v.set_value(jnp.asarray(tensors[k], dtype=v.get_value().dtype))
