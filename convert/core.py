@@ -10,8 +10,7 @@ import numpy as np
 from flax import nnx
 
 from convert.keymaps import keymap
-from jaxdl.models import create
-from jaxdl.weights import key, variables
+from jaxdl.weights import assign, blank, fresh_head, key, variables
 
 
 class ConversionError(ValueError):
@@ -41,12 +40,11 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
             raise ConversionError(f"cannot convert to {arch}: the state_dict has no {km.head}.weight to take num_classes from")
         num_classes = head.shape[0]
     replace_head = head is not None and head.shape[0] != num_classes
-    model = create(arch, num_classes, rngs=nnx.Rngs(seed))
+    model = blank(arch, num_classes, seed=seed)
     targets = variables(model)
 
-    problems = []
     known = {e.torch_key for e in km.entries}
-    problems += [f"unexpected key {k}" for k in state if k not in known]
+    problems = [f"unexpected key {k}" for k in state if k not in known]
     values = {}
     for e in km.mapped():
         if replace_head and e.torch_key.startswith(f"{km.head}."):
@@ -59,11 +57,12 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
         if got != expected:
             problems.append(f"{e.torch_key}: shape {got} does not fit {arch}'s {expected}")
             continue
-        values[e.path] = e.layout.to_flax(state[e.torch_key])
+        values[key(e.path)] = e.layout.to_flax(state[e.torch_key])
     if problems:
         raise ConversionError(f"cannot convert state_dict to {arch} ({len(problems)} problems): " + "; ".join(problems))
-    for path, value in values.items():
-        targets[path].set_value(np.ascontiguousarray(value, dtype=targets[path].get_value().dtype))
+    if replace_head:
+        values |= fresh_head(model, seed)
+    assign(model, values, what=f"the {arch} state_dict")
     return model
 
 
@@ -83,8 +82,8 @@ def to_torch(model: nnx.Module) -> dict:
             out[e.torch_key] = torch.tensor(0, dtype=torch.long)
         else:
             value = e.layout.to_torch(np.asarray(source[e.path].get_value()))
-            out[e.torch_key] = torch.from_numpy(np.ascontiguousarray(value))
+            out[e.torch_key] = torch.from_numpy(np.array(value, order="C"))  # a writable copy
     return out
 
 
-__all__ = ["ConversionError", "from_torch", "key", "to_torch"]
+__all__ = ["ConversionError", "from_torch", "to_torch"]

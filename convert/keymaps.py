@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxdl.models import TORCHVISION, check_name
+from jaxdl.models import TORCHVISION, check_name, head
 from jaxdl.models import alexnet as alexnet_lib
 from jaxdl.models import resnet as resnet_lib
 from jaxdl.models import vgg as vgg_lib
@@ -100,7 +100,7 @@ def resnet(name: str) -> KeyMap:
             if b == 0 and resnet_lib.needs_downsample(block, inplanes, planes, stride):
                 entries += conv(f"{prefix}.downsample.0", bias=False) + batchnorm(f"{prefix}.downsample.1")
             inplanes = planes * block.expansion
-    return KeyMap(tuple(entries + linear("fc")), head="fc")
+    return KeyMap(tuple(entries + linear("fc")), head=head(name))
 
 
 def vgg(name: str) -> KeyMap:
@@ -117,7 +117,7 @@ def vgg(name: str) -> KeyMap:
         index += 3 if bn else 2  # conv, [bn], relu
     entries += linear("classifier.0", linear_from_chw(*vgg_lib.FEATURE_SHAPE))
     entries += linear("classifier.3") + linear("classifier.6")
-    return KeyMap(tuple(entries), head="classifier.6")
+    return KeyMap(tuple(entries), head=head(name))
 
 
 def alexnet(name: str) -> KeyMap:
@@ -126,7 +126,7 @@ def alexnet(name: str) -> KeyMap:
         entries += conv(f"features.{index}", bias=True)
     entries += linear("classifier.1", linear_from_chw(*alexnet_lib.FEATURE_SHAPE))
     entries += linear("classifier.4") + linear("classifier.6")
-    return KeyMap(tuple(entries), head="classifier.6")
+    return KeyMap(tuple(entries), head=head(name))
 
 
 def keymap(arch: str) -> KeyMap:

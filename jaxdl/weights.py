@@ -13,11 +13,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
-from safetensors import safe_open
 
-from jaxdl.models import ModelSpec, create
+from jaxdl.models import ModelSpec, create, head
+from jaxdl.models.layers import linear
 
 FORMAT = "jaxdl-nhwc-v1"
 VarPath = tuple[str | int, ...]
@@ -64,14 +64,44 @@ def metadata(file: str | Path) -> dict[str, str]:
     return meta
 
 
-def load(file: str | Path, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
-    """Rebuild the model a file describes and fill in its weights, strictly."""
+def blank(arch: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
+    """The model's structure with shapes but no weights: skips initialising what is about to be overwritten
+    (seconds for a ResNet on CPU). Every weight must then be assigned; dropout streams are seeded here."""
+    model = nnx.eval_shape(lambda: create(arch, num_classes, **options))
+    nnx.reseed(model, default=seed)
+    return model
+
+
+def fresh_head(model: nnx.Module, seed: int = 0) -> dict[str, np.ndarray]:
+    """A new classifier layer, PyTorch's fine-tuning idiom `model.fc = nn.Linear(in_features, num_classes)`."""
+    prefix = head(model.spec.arch)
+    layer = model
+    for part in prefix.split("."):
+        layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
+    new = linear(layer.in_features, layer.out_features, rngs=nnx.Rngs(seed))
+    return {f"{prefix}.kernel": np.asarray(new.kernel.get_value()), f"{prefix}.bias": np.asarray(new.bias.get_value())}
+
+
+def without_head(tensors: dict[str, np.ndarray], arch: str) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if not k.startswith(f"{head(arch)}.")}
+
+
+def load(file: str | Path, num_classes: int | None = None, *, seed: int = 0) -> nnx.Module:
+    """Rebuild the model a file describes and fill in its weights, strictly.
+
+    A `num_classes` other than the file's keeps everything but the classifier layer, which starts fresh
+    (seeded by `seed`): the fine-tuning case.
+    """
     meta = metadata(file)
-    model = create(meta["arch"], int(meta["num_classes"]), rngs=rngs, **json.loads(meta["options"]))
+    arch, saved_classes = meta["arch"], int(meta["num_classes"])
+    num_classes = saved_classes if num_classes is None else num_classes
+    model = blank(arch, num_classes, seed=seed, **json.loads(meta["options"]))
     try:
         tensors = load_file(str(file))
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{file} is corrupt ({e}): re-create it with `python -m convert`") from None
+    if num_classes != saved_classes:
+        tensors = without_head(tensors, arch) | fresh_head(model, seed)
     assign(model, tensors, what=str(file))
     return model
 

@@ -42,6 +42,12 @@ class ModelSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
 
+def head(arch: str) -> str:
+    """Dotted path of the classifier layer, the one a new `num_classes` replaces when fine-tuning."""
+    check_name(arch)
+    return {"mlp": "fc", "cnn": "fc2", "lenet5": "fc3"}.get(arch, "fc" if arch.startswith("resnet") else "classifier.6")
+
+
 def names() -> list[str]:
     return list(_BUILDERS)
 
@@ -66,4 +72,4 @@ def create(name: str, num_classes: int = 10, *, rngs: nnx.Rngs | None = None, **
     return model
 
 
-__all__ = ["AlexNet", "CNN", "LeNet5", "MLP", "ModelSpec", "ResNet", "TORCHVISION", "VGG", "check_name", "create", "names"]
+__all__ = ["AlexNet", "CNN", "LeNet5", "MLP", "ModelSpec", "ResNet", "TORCHVISION", "VGG", "check_name", "create", "head", "names"]
