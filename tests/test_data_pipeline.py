@@ -88,7 +88,7 @@ def test_random_crop_keeps_shape_and_shifts_content():
     assert np.all(crops == images, axis=(1, 2, 3)).sum() < 8  # offset (4, 4) has probability 1/81
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
     offsets = set()
-    for img, crop in zip(padded, crops):  # every crop is a window of the zero-padded original
+    for img, crop in zip(padded, crops, strict=True):  # every crop is a window of the zero-padded original
         found = [(y, x) for y in range(9) for x in range(9) if np.array_equal(img[y:y + 10, x:x + 10], crop)]
         assert len(found) == 1
         offsets.add(found[0])

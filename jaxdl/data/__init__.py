@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 from . import mnist, svhn
-from .dataset import NUM_CLASSES, DataCorrupt, DataUnavailable, Dataset
+from .dataset import NUM_CLASSES, DataCorrupt, Dataset, DataUnavailable
 from .digits import load_digits_dataset
 from .download import cache_dir, reachable
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD, dataset_mean_std, mean_std

@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tqdm import tqdm
+
 from .dataset import DataCorrupt, DataUnavailable
 
 PROBE_TIMEOUT_S = 3.0
@@ -52,7 +54,7 @@ def reachable(urls: list[str], timeout: float = PROBE_TIMEOUT_S) -> list[str]:
     """
     results: list[list[bool]] = [[] for _ in urls]
     threads = []
-    for url, ok in zip(urls, results):
+    for url, ok in zip(urls, results, strict=True):
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         t = threading.Thread(target=_connects, args=(parts.hostname, port, ok), daemon=True)
@@ -61,7 +63,7 @@ def reachable(urls: list[str], timeout: float = PROBE_TIMEOUT_S) -> list[str]:
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-    return [url for url, ok in zip(urls, results) if ok]
+    return [url for url, ok in zip(urls, results, strict=True) if ok]
 
 
 def verify(path: Path, md5: str, hint: str) -> None:
@@ -75,8 +77,11 @@ def _download(url: str, dest: Path) -> None:
     """Stream `url` into `dest` through a `.part` file so a broken transfer never looks complete."""
     part = dest.with_name(dest.name + ".part")
     with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response, open(part, "wb") as out:
-        while block := response.read(1 << 20):
-            out.write(block)
+        size = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {dest.name}", leave=False) as bar:
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
     os.replace(part, dest)
 
 
@@ -97,7 +102,8 @@ def ensure_files(
             raise DataUnavailable(f"{what}: {', '.join(missing)} not found and download=False: {where}")
         live = reachable(mirrors)
         if not live:
-            raise DataUnavailable(f"{what}: offline ({', '.join(urlsplit(m).hostname for m in mirrors)} unreachable): {where}")
+            hosts = ", ".join(urlsplit(m).hostname or m for m in mirrors)
+            raise DataUnavailable(f"{what}: offline ({hosts} unreachable): {where}")
         directory.mkdir(parents=True, exist_ok=True)
         for name in missing:
             errors = []

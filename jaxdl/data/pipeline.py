@@ -53,7 +53,8 @@ class Loader:
                  seed: int = 0, image_size: int | None = None, channels: int | None = None, augment: bool = True,
                  pad: int = 4, drop_remainder: bool | None = None, prefetch: int = 2, sharding: Any = None) -> None:
         self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
-        self.image_size, self.augment, self.pad, self.prefetch, self.sharding = image_size, augment, pad, prefetch, sharding
+        self.image_size, self.augment, self.pad = image_size, augment, pad
+        self.prefetch, self.sharding = prefetch, sharding
         self.drop_remainder = train if drop_remainder is None else drop_remainder
         self.channels = channels or ds.images.shape[-1]
         if batch_size <= 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import DataUnavailable, Dataset
+from .dataset import Dataset, DataUnavailable
 from .download import reachable
 
 # The host each builder downloads from (tfds' svhn_cropped and mnist builders).
