@@ -186,5 +186,6 @@ def load_synthetic(split: str = "train", *, seed: int = 0, n: int | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
             np.savez(tmp, images=ds.images, labels=ds.labels)
+        os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; the cache is shareable
         os.replace(tmp.name, path)  # atomic: a concurrent reader never sees half a file
     return ds
