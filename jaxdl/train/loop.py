@@ -1,0 +1,135 @@
+"""The epoch loop around the jitted steps: progress, throughput, per-epoch checkpoints, resume, NaN stop.
+
+A resumed run is the same computation as an uninterrupted one: the state (parameters, BatchNorm statistics,
+dropout RNG counters, optimizer moments and step count, hence the schedule position) comes back from the
+checkpoint, and the input pipeline's batches are a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jaxdl.data import Loader
+from jaxdl.train import parallel, step
+from jaxdl.train.checkpoint import CheckpointMismatch, Checkpoints
+from jaxdl.train.config import TrainConfig
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the run stopped and its last good checkpoint is kept."""
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray
+    labels: np.ndarray
+    images_per_s: float
+
+
+@dataclass
+class Trainer:
+    """A model's graphs, its carried state and the compiled steps, laid out on `mesh`."""
+
+    model: nnx.Module
+    config: TrainConfig
+    steps_per_epoch: int
+    mesh: jax.sharding.Mesh = field(default_factory=parallel.mesh)
+    progress: bool = True
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        parallel.check_batch_size(self.config.batch_size, self.mesh)
+        self.replicated, self.sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+        tx, self.train_step, self.eval_step = step.compile_steps(self.config, self.steps_per_epoch, self.replicated)
+        self.graphs, state = step.split(self.model, tx)
+        self.state = parallel.place(state, self.replicated)
+        self.history: list[dict[str, Any]] = []
+
+    def trained_model(self) -> nnx.Module:
+        """The model carrying the current state, in eval mode."""
+        return step.merge(self.graphs, jax.device_get(self.state))
+
+    def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, resume: bool = False) -> list[dict[str, Any]]:
+        """Train for config.epochs; with `checkpoints`, save after every epoch and (resume) continue the last run."""
+        if len(loader) != self.steps_per_epoch:
+            raise ValueError(f"loader has {len(loader)} batches per epoch, the schedule was built for {self.steps_per_epoch}")
+        first = 0
+        if checkpoints is not None:
+            first = self._restore(checkpoints) if resume else self._clear(checkpoints)
+        for epoch in range(first, self.config.epochs):
+            self.history.append(self._epoch(loader, epoch, checkpoints))
+            if checkpoints is not None:
+                checkpoints.save(epoch, self.state, {"config": self.config.to_dict(), "history": self.history})
+        return self.history
+
+    def _clear(self, checkpoints: Checkpoints) -> int:
+        for old in checkpoints.manager.all_steps():
+            checkpoints.manager.delete(old)
+        return 0
+
+    def _restore(self, checkpoints: Checkpoints) -> int:
+        if checkpoints.latest_epoch() is None:
+            return 0
+        self.state, meta = checkpoints.restore(self.state)
+        saved, now = meta["config"], self.config.to_dict()
+        if saved != now:
+            changed = ", ".join(f"{k}={saved[k]} (now {now.get(k)})" for k in sorted(saved) if saved[k] != now.get(k))
+            raise CheckpointMismatch(f"cannot resume {checkpoints.directory}: it was trained with other settings: {changed}")
+        self.history = meta["history"]
+        return len(self.history)
+
+    def _epoch(self, loader: Loader, epoch: int, checkpoints: Checkpoints | None) -> dict[str, Any]:
+        bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"{self.name} epoch {epoch + 1}/{self.config.epochs}",
+                   disable=not self.progress or jax.process_index() != 0, leave=False, file=sys.stderr, dynamic_ncols=True)
+        loss_sum = correct = count = 0.0
+        start = time.perf_counter()
+        steady_start, steady_images = None, 0
+        for i, batch in enumerate(bar):
+            self.state, metrics = self.train_step(self.graphs.train, self.state, parallel.place(batch, self.sharded))
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                last = checkpoints.latest_epoch() if checkpoints is not None else None
+                kept = f"last good checkpoint: epoch {last + 1} in {checkpoints.directory}" if last is not None else "no checkpoint was kept"
+                raise NonFiniteLoss(f"{self.name or 'training'}: loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
+                                    f"stopped ({kept}); try a lower --lr")
+            n = int(metrics["count"])
+            loss_sum, correct, count = loss_sum + loss * n, correct + int(metrics["correct"]), count + n
+            if steady_start is None:  # the first step compiles: leave it out of the throughput
+                steady_start = time.perf_counter()
+            else:
+                steady_images += n
+            rate = steady_images / max(time.perf_counter() - steady_start, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", img_s=f"{rate:.0f}")
+        seconds = time.perf_counter() - start
+        rate = steady_images / (time.perf_counter() - steady_start) if steady_images else count / seconds
+        return {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
+                "seconds": seconds, "images_per_s": rate}
+
+    def evaluate(self, loader: Loader) -> Evaluation:
+        """Loss, accuracy and every prediction on `loader` (an eval loader: no sample dropped)."""
+        parallel.check_batch_size(loader.batch_size, self.mesh)
+        preds, labels, loss_sum, correct, count = [], [], 0.0, 0, 0
+        start, steady_start, steady = time.perf_counter(), None, 0
+        for batch in loader.epoch(0):
+            out = jax.device_get(self.eval_step(self.graphs.eval, self.state, parallel.place(batch, self.sharded)))
+            mask = batch["mask"]
+            preds.append(out["pred"][mask])
+            labels.append(batch["label"][mask])
+            loss_sum, correct, count = loss_sum + float(out["loss_sum"]), correct + int(out["correct"]), count + int(out["count"])
+            if steady_start is None:
+                steady_start = time.perf_counter()
+            else:
+                steady += int(mask.sum())
+        rate = steady / (time.perf_counter() - steady_start) if steady else count / (time.perf_counter() - start)
+        return Evaluation(loss_sum / count, correct / count, np.concatenate(preds), np.concatenate(labels), rate)

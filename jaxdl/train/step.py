@@ -1,0 +1,109 @@
+"""The pure, jitted train and eval steps: `(graphdef, state, batch) -> (state, metrics)`.
+
+Following the NNX performance guide, the model is split once into a static GraphDef and a pytree of arrays;
+the steps merge it back inside `jax.jit`, so no Python object graph is traversed per step. The carried state
+is one pytree {params, rest (BatchNorm statistics, dropout RNG counters), opt (optax state)}, donated to the
+step so its buffers are updated in place.
+
+Mixed precision casts the float32 master parameters and the inputs to bfloat16 inside the step; gradients
+flow back through the cast as float32, and BatchNorm statistics are computed and stored in float32 (see
+layers.BatchNorm2d), so only the forward/backward arithmetic is in bfloat16.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxdl.train import optim
+from jaxdl.train.config import TrainConfig
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """The model's static structure in training mode (batch statistics, dropout on) and in eval mode."""
+
+    train: nnx.GraphDef
+    eval: nnx.GraphDef
+
+
+def split(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Graphs, State]:
+    """GraphDefs and the initial carried state of `model` (left in eval mode)."""
+    model.train()
+    train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
+    return Graphs(train_graph, eval_graph), {"params": params, "rest": rest, "opt": tx.init(params)}
+
+
+def merge(graphs: Graphs, state: State) -> nnx.Module:
+    """The model with `state`'s weights, in eval mode (e.g. to save or convert after training)."""
+    return nnx.merge(graphs.eval, state["params"], state["rest"])
+
+
+def _cast(tree: Any, dtype: jnp.dtype | None) -> Any:
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype) if _is_float(x) else x, tree)
+
+
+def _is_float(x: jax.Array) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jnp.floating)
+
+
+def train_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *, tx: optax.GradientTransformation,
+               label_smoothing: float = 0.0, compute_dtype: jnp.dtype | None = None) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step on the batch mean of the (label-smoothed) cross-entropy."""
+    images, labels = batch["image"], batch["label"]
+
+    def loss_fn(params):  # copy=True: fresh Variables in this trace, which BatchNorm may then update
+        model = nnx.merge(graphdef, _cast(params, compute_dtype), state["rest"], copy=True)
+        logits = model(_cast(images, compute_dtype)).astype(jnp.float32)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    rest = jax.tree.map(lambda new, old: new.astype(old.dtype) if _is_float(old) else new, rest, state["rest"])
+    metrics = {"loss": loss, "correct": jnp.sum(logits.argmax(-1) == labels), "count": jnp.asarray(labels.shape[0])}
+    return {"params": params, "rest": rest, "opt": opt}, metrics
+
+
+def eval_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *,
+              compute_dtype: jnp.dtype | None = None) -> dict[str, jax.Array]:
+    """Predictions and masked loss sums (padding rows of the last batch count for nothing)."""
+    model = nnx.merge(graphdef, _cast(state["params"], compute_dtype), state["rest"])
+    logits = model(_cast(batch["image"], compute_dtype)).astype(jnp.float32)
+    mask = batch["mask"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    pred = logits.argmax(-1)
+    return {"loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)), "correct": jnp.sum((pred == batch["label"]) & mask),
+            "count": jnp.sum(mask), "pred": pred}
+
+
+@functools.lru_cache(maxsize=16)
+def compile_steps(config: TrainConfig, steps_per_epoch: int, replicated: jax.sharding.Sharding):
+    """(tx, jitted train step, jitted eval step) for `config`.
+
+    The state is donated; outputs are replicated, inputs keep the sharding they come with (batch split over
+    the mesh's data axis), so the same code runs on one device or many. Cached, so that a second model of the
+    same architecture and settings (a resumed run, a test) reuses the compiled programs: their cache is keyed
+    by the GraphDef, which is equal for equal structures.
+    """
+    tx = optim.optimizer(config, steps_per_epoch)
+    dtype = jnp.bfloat16 if config.mixed_precision else None
+    train = jax.jit(functools.partial(train_step, tx=tx, label_smoothing=config.label_smoothing, compute_dtype=dtype),
+                    static_argnums=0, donate_argnums=1, out_shardings=replicated)
+    evaluate = jax.jit(functools.partial(eval_step, compute_dtype=dtype), static_argnums=0, out_shardings=replicated)
+    return tx, train, evaluate
