@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from convert import to_torch
-    from convert.pretrained import convert_file, torch_file, weights_entry
+    from convert.hub import convert_file, torch_file, weights_entry
 
     start = time.perf_counter()
     if args.to_torch:

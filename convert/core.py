@@ -18,12 +18,14 @@ class ConversionError(ValueError):
 
 
 def _numpy(tensor) -> np.ndarray:
+    """A private copy: JAX may alias host numpy memory, so a view of a torch tensor would let a later in-place
+    torch update (an optimizer step) silently change the converted model."""
     if hasattr(tensor, "detach"):  # a torch.Tensor; torch itself is not needed to convert numpy arrays
         tensor = tensor.detach().cpu()
         if tensor.dtype.is_floating_point:
             tensor = tensor.float()
-        return tensor.numpy()
-    return np.asarray(tensor)
+        tensor = tensor.numpy()
+    return np.array(tensor, copy=True)
 
 
 def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, seed: int = 0) -> nnx.Module:

@@ -61,10 +61,10 @@ def create(name: str, num_classes: int = 10, *, rngs: nnx.Rngs | None = None, **
     """Build `name` with fresh weights (torchvision's initialisation scheme), in training mode."""
     check_name(name)
     builder = _BUILDERS[name]
-    accepted = inspect.signature(builder).parameters
+    accepted = inspect.signature(builder.__init__ if isinstance(builder, type) else builder).parameters
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        options = [k for k in accepted if k not in ("name", "num_classes", "rngs")]
+        options = [k for k in accepted if k not in ("self", "name", "num_classes", "rngs")]
         raise TypeError(f"{name} takes no option {', '.join(unknown)} (it takes: {', '.join(options) or 'none'})")
     model = builder(num_classes=num_classes, rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs)
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))

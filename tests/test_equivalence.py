@@ -1,0 +1,148 @@
+"""Numerical equivalence with torchvision: every convertible architecture, two input sizes.
+
+For each architecture a randomly initialised torchvision model (with randomised BatchNorm statistics, so eval
+mode is not an identity) is converted, then both frameworks run the same inputs and the same optimizer:
+eval logits, train-mode logits, BatchNorm running statistics, the gradient of a cross-entropy loss with
+respect to every parameter, and every parameter and statistic after 3 steps of SGD with momentum and weight
+decay. Dropout is disabled in both (its random masks cannot agree across frameworks).
+
+Tolerances (float32, both on CPU): logits and BatchNorm statistics within 1e-4 of the reference's scale
+(max |value|); each gradient tensor within 1e-4 relative L2 error (relative to the larger of its norm and
+1e-3 of the whole gradient's norm); parameters after 3 steps within 1e-4 of each tensor's scale. Measured errors are ~10x smaller; the margin absorbs summation-order differences of
+the deepest models (ResNet-152).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import torchvision
+from flax import nnx
+
+from convert import from_torch
+from convert.keymaps import keymap
+from jaxdl.models import TORCHVISION
+
+LR, MOMENTUM, WEIGHT_DECAY, STEPS, BATCH = 0.01, 0.9, 5e-4, 3, 8
+
+
+def sizes(arch: str) -> list[tuple[int, int]]:
+    """32x32 (the course's SVHN size) and a non-square odd size; AlexNet needs at least 63x63."""
+    return [(64, 64), (67, 79)] if arch == "alexnet" else [(32, 32), (35, 47)]
+
+
+def torch_twin(arch: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, num_classes=10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    return model
+
+
+def close(got: np.ndarray, want: np.ndarray, tol: float, what: str) -> None:
+    scale = max(float(np.abs(want).max()), 1e-6)
+    err = float(np.abs(np.asarray(got) - want).max())
+    assert err <= tol * scale, f"{what}: max error {err:.3g} exceeds {tol:g} x scale {scale:.3g}"
+
+
+def rel_l2(got: np.ndarray, want: np.ndarray, floor: float, tol: float, what: str) -> None:
+    """Relative L2 error; `floor` keeps gradients that are zero in exact arithmetic (a conv bias followed by
+    BatchNorm) from dividing rounding noise by rounding noise."""
+    err = float(np.linalg.norm(np.asarray(got) - want) / max(np.linalg.norm(want), floor))
+    assert err <= tol, f"{what}: relative L2 error {err:.3g} exceeds {tol:g}"
+
+
+def jax_sgd_steps(model: nnx.Module, x: np.ndarray, y: np.ndarray):
+    """Three SGD steps on (params, rest) with optax; returns what the first step saw and the final state."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR, momentum=MOMENTUM))
+    opt_state = tx.init(params)
+
+    def loss_fn(params, rest, x, y):
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        logits = m(x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, (logits, nnx.state(m, nnx.Not(nnx.Param)))
+
+    @jax.jit
+    def step(params, rest, opt_state, x, y):
+        (_, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, logits, grads
+
+    first = None
+    for _ in range(STEPS):
+        params, rest, opt_state, logits, grads = step(params, rest, opt_state, x, y)
+        if first is None:
+            first = (logits, grads, nnx.filter_state(rest, nnx.BatchStat))
+    return first, nnx.merge(graphdef, params, rest)
+
+
+def torch_sgd_steps(model: torch.nn.Module, x: np.ndarray, y: np.ndarray):
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    first = None
+    for _ in range(STEPS):
+        opt.zero_grad()
+        logits = model(xt)
+        torch.nn.functional.cross_entropy(logits, yt).backward()
+        if first is None:
+            grads = {k: p.grad.detach().clone().numpy() for k, p in model.named_parameters()}
+            stats = {k: v.detach().clone().numpy() for k, v in model.state_dict().items() if "running" in k}
+            first = (logits.detach().numpy(), grads, stats)
+        opt.step()
+    return first, {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def flat(state: nnx.State) -> dict:
+    return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
+
+
+@pytest.mark.parametrize("arch", TORCHVISION)
+def test_matches_torchvision(arch: str) -> None:
+    for size in sizes(arch):
+        tmodel = torch_twin(arch)
+        model = from_torch(tmodel.state_dict(), arch)
+        model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
+        rng = np.random.default_rng(hash(size) % 2**32)
+        x_nchw = rng.standard_normal((BATCH, 3, *size), dtype=np.float32)
+        x = jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
+        y = rng.integers(0, 10, BATCH)
+        entries = [e for e in keymap(arch).entries if e.path is not None]
+        where = f"{arch} at {size[0]}x{size[1]}"
+
+        tmodel.eval()
+        model.eval()
+        with torch.no_grad():
+            close(jax.jit(lambda m, x: m(x))(model, x), tmodel(torch.from_numpy(x_nchw)).numpy(), 1e-4,
+                  f"{where}: eval logits")
+
+        tmodel.train()
+        model.train()
+        model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
+        (logits, grads, rest), trained = jax_sgd_steps(model, x, y.astype(np.int32))
+        (t_logits, t_grads, t_stats), t_state = torch_sgd_steps(tmodel, x_nchw, y)
+
+        close(logits, t_logits, 1e-4, f"{where}: train-mode logits")
+        grads, rest = flat(grads), flat(rest)
+        trained = flat(nnx.state(trained, nnx.Any(nnx.Param, nnx.BatchStat)))
+        grad_norm = float(np.sqrt(sum(np.sum(g**2) for g in t_grads.values())))
+        for e in entries:
+            if e.torch_key in t_stats:
+                close(rest[e.path], e.layout.to_flax(t_stats[e.torch_key]), 1e-4, f"{where}: {e.torch_key} after 1 step")
+            else:
+                rel_l2(grads[e.path], e.layout.to_flax(t_grads[e.torch_key]), 1e-3 * grad_norm, 1e-4,
+                       f"{where}: grad {e.torch_key}")
+        for e in entries:
+            close(trained[e.path], e.layout.to_flax(t_state[e.torch_key]), 1e-4, f"{where}: {e.torch_key} after {STEPS} steps")
