@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,11 @@ def load_data(args: argparse.Namespace) -> Data:
         raise UsageError(f"unknown --data {args.data!r}: choose one of {', '.join(DATA)}")
     if not 0.0 < args.fraction <= 1.0:
         raise UsageError(f"--fraction must lie in (0, 1], got {args.fraction}")
-    source = jdata.resolve(DATA[args.data], "svhn", args.data_dir)
+    with warnings.catch_warnings(record=True) as caught:  # reprinted as one line each, without source lines
+        warnings.simplefilter("always")
+        source = jdata.resolve(DATA[args.data], "svhn", args.data_dir)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     sizes = SYNTHETIC_SIZE if source == "synthetic" else {}
     try:
         train, test = (jdata.load(source, split, data_dir=args.data_dir, seed=args.seed,
