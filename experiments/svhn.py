@@ -132,10 +132,8 @@ class Weights:
 def build_model(arch: str, weights: str | None, image_size: int, channels: int, seed: int) -> Weights:
     """The model to train and which weights it really starts from (the report must not overclaim)."""
     requested = weights or ("imagenet" if arch in zoo.TORCHVISION else "none")
-    # the small models size their layers from the input; 32x32x3 is their default, and options are passed
-    # only when needed (zoo.create cannot see the NNX classes' keyword arguments in this flax version)
-    small = arch not in zoo.TORCHVISION and (image_size, channels) != (32, 3)
-    options = {"image_size": image_size, "in_channels": channels} if small else {}
+    # the small models size their layers from the input; torchvision's adapt to any size
+    options = {"image_size": image_size, "in_channels": channels} if arch not in zoo.TORCHVISION else {}
     if requested == "imagenet":
         if arch not in zoo.TORCHVISION:
             note = f"{arch} has no torchvision twin, so no ImageNet weights: random initialisation"
