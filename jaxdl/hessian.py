@@ -130,9 +130,20 @@ def operator(loss_flat: FlatLoss, point: jax.Array, *, cache: bool = True, unrol
     point = jnp.asarray(point)
     unroll = _default_unroll(point.size) if unroll is None else unroll
     if cache:
-        lin = jax.jit(lambda x: jax.linearize(jax.grad(loss_flat), x)[1])(point)
-        return Operator(lin, point, unroll)
-    return Operator(Partial(functools.partial(_jvp_of_grad, loss_flat), point), point, unroll)
+        return Operator(_linearizer(loss_flat)(point), point, unroll)
+    return Operator(Partial(_hvp_fn(loss_flat), point), point, unroll)
+
+
+# Cached per loss function so that operators built again for the same loss (another point, another run)
+# have an identical pytree structure and reuse every compiled algorithm instead of recompiling.
+@functools.lru_cache(maxsize=32)
+def _linearizer(loss_flat: FlatLoss) -> Callable[[jax.Array], Partial]:
+    return jax.jit(lambda x: jax.linearize(jax.grad(loss_flat), x)[1])
+
+
+@functools.lru_cache(maxsize=32)
+def _hvp_fn(loss_flat: FlatLoss) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    return functools.partial(_jvp_of_grad, loss_flat)
 
 
 def _dataset_hvp(batch_loss: BatchLoss, unroll: bool, theta: jax.Array, batches: PyTree, v: jax.Array) -> jax.Array:
