@@ -6,13 +6,19 @@ eval logits, train-mode logits, BatchNorm running statistics, the gradient of a 
 respect to every parameter, and every parameter and statistic after 3 steps of SGD with momentum and weight
 decay. Dropout is disabled in both (its random masks cannot agree across frameworks).
 
-Tolerances (float32, both on CPU): logits and BatchNorm statistics within 1e-4 of the reference's scale
+Tolerances, float32 on CPU: logits and BatchNorm statistics within 1e-4 of the reference's scale
 (max |value|); each gradient tensor within 1e-4 relative L2 error (relative to the larger of its norm and
-1e-3 of the whole gradient's norm); parameters after 3 steps within 1e-4 of each tensor's scale. Measured errors are ~10x smaller; the margin absorbs summation-order differences of
-the deepest models (ResNet-152).
+1e-2 of the whole gradient's norm, so that gradients which are zero in exact arithmetic, a conv bias before
+BatchNorm, are not judged as noise over noise). The 3 SGD steps run in float64 in both frameworks (same
+inputs, at the last size) and every parameter and statistic must agree within 1e-9 of its scale: in float32,
+each step's rounding differences are amplified by the next (ReLUs near zero, BatchNorm over few values per
+channel at 32x32), up to a 2% difference in VGG-13-BN's first conv after 3 steps, which would hide a wrong
+optimizer rather than test it.
 """
 
 from __future__ import annotations
+
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -63,9 +69,11 @@ def rel_l2(got: np.ndarray, want: np.ndarray, floor: float, tol: float, what: st
     assert err <= tol, f"{what}: relative L2 error {err:.3g} exceeds {tol:g}"
 
 
-def jax_sgd_steps(model: nnx.Module, x: np.ndarray, y: np.ndarray):
-    """Three SGD steps on (params, rest) with optax; returns what the first step saw and the final state."""
+def jax_sgd_steps(model: nnx.Module, x: np.ndarray, y: np.ndarray, steps: int, dtype=jnp.float32):
+    """`steps` SGD steps on (params, rest) with optax, in `dtype`; returns what the first step saw and the model."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, (params, rest))
+    x = jnp.asarray(x, dtype)
     tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR, momentum=MOMENTUM))
     opt_state = tx.init(params)
 
@@ -82,18 +90,18 @@ def jax_sgd_steps(model: nnx.Module, x: np.ndarray, y: np.ndarray):
         return optax.apply_updates(params, updates), rest, opt_state, logits, grads
 
     first = None
-    for _ in range(STEPS):
+    for _ in range(steps):
         params, rest, opt_state, logits, grads = step(params, rest, opt_state, x, y)
         if first is None:
             first = (logits, grads, nnx.filter_state(rest, nnx.BatchStat))
     return first, nnx.merge(graphdef, params, rest)
 
 
-def torch_sgd_steps(model: torch.nn.Module, x: np.ndarray, y: np.ndarray):
+def torch_sgd_steps(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, steps: int):
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(next(model.parameters()).dtype), torch.from_numpy(y)
     first = None
-    for _ in range(STEPS):
+    for _ in range(steps):
         opt.zero_grad()
         logits = model(xt)
         torch.nn.functional.cross_entropy(logits, yt).backward()
@@ -109,19 +117,25 @@ def flat(state: nnx.State) -> dict:
     return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
 
 
+def train_mode(model: nnx.Module) -> None:
+    model.train()
+    model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
+
+
 @pytest.mark.parametrize("arch", TORCHVISION)
 def test_matches_torchvision(arch: str) -> None:
+    tmodel = torch_twin(arch)
+    initial = copy.deepcopy(tmodel.state_dict())
+    model = from_torch(initial, arch)  # never mutated below: every step function works on a split copy
+    entries = [e for e in keymap(arch).entries if e.path is not None]
     for size in sizes(arch):
-        tmodel = torch_twin(arch)
-        model = from_torch(tmodel.state_dict(), arch)
-        model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
         rng = np.random.default_rng(hash(size) % 2**32)
         x_nchw = rng.standard_normal((BATCH, 3, *size), dtype=np.float32)
         x = jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
         y = rng.integers(0, 10, BATCH)
-        entries = [e for e in keymap(arch).entries if e.path is not None]
         where = f"{arch} at {size[0]}x{size[1]}"
 
+        tmodel.load_state_dict(initial)
         tmodel.eval()
         model.eval()
         with torch.no_grad():
@@ -129,20 +143,27 @@ def test_matches_torchvision(arch: str) -> None:
                   f"{where}: eval logits")
 
         tmodel.train()
-        model.train()
-        model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
-        (logits, grads, rest), trained = jax_sgd_steps(model, x, y.astype(np.int32))
-        (t_logits, t_grads, t_stats), t_state = torch_sgd_steps(tmodel, x_nchw, y)
+        train_mode(model)
+        (logits, grads, rest), _ = jax_sgd_steps(model, x, y.astype(np.int32), 1)
+        (t_logits, t_grads, t_stats), _ = torch_sgd_steps(tmodel, x_nchw, y, 1)
 
         close(logits, t_logits, 1e-4, f"{where}: train-mode logits")
         grads, rest = flat(grads), flat(rest)
-        trained = flat(nnx.state(trained, nnx.Any(nnx.Param, nnx.BatchStat)))
         grad_norm = float(np.sqrt(sum(np.sum(g**2) for g in t_grads.values())))
         for e in entries:
             if e.torch_key in t_stats:
                 close(rest[e.path], e.layout.to_flax(t_stats[e.torch_key]), 1e-4, f"{where}: {e.torch_key} after 1 step")
             else:
-                rel_l2(grads[e.path], e.layout.to_flax(t_grads[e.torch_key]), 1e-3 * grad_norm, 1e-4,
+                rel_l2(grads[e.path], e.layout.to_flax(t_grads[e.torch_key]), 1e-2 * grad_norm, 1e-4,
                        f"{where}: grad {e.torch_key}")
-        for e in entries:
-            close(trained[e.path], e.layout.to_flax(t_state[e.torch_key]), 1e-4, f"{where}: {e.torch_key} after {STEPS} steps")
+
+    # The optimizer trajectory, in float64 so that rounding differences cannot be amplified step to step.
+    tmodel.load_state_dict(initial)
+    tmodel.double().train()
+    with jax.enable_x64(True):
+        _, trained = jax_sgd_steps(model, x, y.astype(np.int32), STEPS, jnp.float64)
+        trained = flat(nnx.state(trained, nnx.Any(nnx.Param, nnx.BatchStat)))
+    _, t_state = torch_sgd_steps(tmodel, x_nchw, y, STEPS)
+    for e in entries:
+        close(trained[e.path], e.layout.to_flax(t_state[e.torch_key]), 1e-9,
+              f"{where}: {e.torch_key} after {STEPS} steps (float64)")

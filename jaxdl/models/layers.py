@@ -89,7 +89,7 @@ class BatchNorm2d(nnx.Module):
 
     Training normalises with the biased batch variance but stores the unbiased one (n/(n-1)) in the running
     variance, and `momentum` is PyTorch's (weight of the new batch), not Flax's (weight of the old average).
-    Statistics are computed in float32 whatever the activation dtype, so bf16 training keeps exact stats.
+    Statistics are computed in at least float32 whatever the activation dtype, so bf16 training keeps exact stats.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, rngs: nnx.Rngs | None = None):
@@ -113,7 +113,7 @@ class BatchNorm2d(nnx.Module):
                     "use a larger batch or call model.eval()"
                 )
             axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
+            xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
             mean = xf.mean(axes)
             var = jnp.square(xf - mean).mean(axes)
             m = self.momentum
