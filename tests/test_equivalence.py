@@ -4,16 +4,21 @@ For each architecture a randomly initialised torchvision model (with randomised 
 mode is not an identity) is converted, then both frameworks run the same inputs and the same optimizer:
 eval logits, train-mode logits, BatchNorm running statistics, the gradient of a cross-entropy loss with
 respect to every parameter, and every parameter and statistic after 3 steps of SGD with momentum and weight
-decay. Dropout is disabled in both (its random masks cannot agree across frameworks).
+decay (torch.optim.SGD against optax). Dropout is disabled in both (its random masks cannot agree across frameworks).
 
-Tolerances, float32 on CPU: logits and BatchNorm statistics within 1e-4 of the reference's scale
-(max |value|); each gradient tensor within 1e-4 relative L2 error (relative to the larger of its norm and
-1e-2 of the whole gradient's norm, so that gradients which are zero in exact arithmetic, a conv bias before
-BatchNorm, are not judged as noise over noise). The 3 SGD steps run in float64 in both frameworks (same
-inputs, at the last size) and every parameter and statistic must agree within 1e-9 of its scale: in float32,
-each step's rounding differences are amplified by the next (ReLUs near zero, BatchNorm over few values per
-channel at 32x32), up to a 2% difference in VGG-13-BN's first conv after 3 steps, which would hide a wrong
-optimizer rather than test it.
+Precision. Eval logits are compared in float32, within 1e-4 of the reference's scale (max |value|). The
+training checks run both frameworks in float64 (the models are cast; inputs identical), and everything must
+agree within 1e-6: logits and BatchNorm statistics relative to their scale, each gradient tensor in relative
+L2 error (against the larger of its norm and 1e-2 of the whole gradient's, so gradients that are zero in exact
+arithmetic, a conv bias before BatchNorm, are not judged as noise over noise). Float32 cannot carry this
+check: in train mode at 32x32 BatchNorm normalises over as few as 8 values per channel (ResNet's 1x1 maps,
+batch 8), and deep stacks of it amplify the two libraries' different summation orders to ~1e-3 in ResNet-152's
+logits and ~4e-3 in VGG-16-BN's first-layer gradient -- the conditioning of the problem, not a difference
+between the models, which in float64 agree to 2e-8 or better (ResNet-152's parameters after 3 steps).
+
+Sizes. At 32x32 every check runs. At the second, non-square odd size (where padding and pooling mistakes
+show) eval logits, train-mode logits and BatchNorm statistics are compared; the gradient of a function that
+agrees is autodiff's business, checked at the first size, and skipping its compile keeps the file in budget.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from convert.keymaps import keymap
 from jaxdl.models import TORCHVISION
 
 LR, MOMENTUM, WEIGHT_DECAY, STEPS, BATCH = 0.01, 0.9, 5e-4, 3, 8
+TOL64 = 1e-6  # float64 agreement; float32's would measure rounding amplification, not the models (see above)
 
 
 def sizes(arch: str) -> list[tuple[int, int]]:
@@ -122,13 +128,26 @@ def train_mode(model: nnx.Module) -> None:
     model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
 
 
+def train_forward(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, dict]:
+    """One train-mode forward: logits and the BatchNorm statistics it leaves behind."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, x):
+        m = nnx.merge(graphdef, state, copy=True)
+        return m(x), nnx.state(m, nnx.BatchStat)
+
+    logits, stats = forward(jax.tree.map(lambda a: a.astype(x.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, state), x)
+    return logits, flat(stats)
+
+
 @pytest.mark.parametrize("arch", TORCHVISION)
 def test_matches_torchvision(arch: str) -> None:
     tmodel = torch_twin(arch)
     initial = copy.deepcopy(tmodel.state_dict())
     model = from_torch(initial, arch)  # never mutated below: every step function works on a split copy
     entries = [e for e in keymap(arch).entries if e.path is not None]
-    for size in sizes(arch):
+    for index, size in enumerate(sizes(arch)):
         rng = np.random.default_rng(hash(size) % 2**32)
         x_nchw = rng.standard_normal((BATCH, 3, *size), dtype=np.float32)
         x = jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
@@ -136,34 +155,32 @@ def test_matches_torchvision(arch: str) -> None:
         where = f"{arch} at {size[0]}x{size[1]}"
 
         tmodel.load_state_dict(initial)
-        tmodel.eval()
+        tmodel.float().eval()
         model.eval()
         with torch.no_grad():
             close(jax.jit(lambda m, x: m(x))(model, x), tmodel(torch.from_numpy(x_nchw)).numpy(), 1e-4,
-                  f"{where}: eval logits")
+                  f"{where}: float32 eval logits")
 
-        tmodel.train()
+        tmodel.double().train()
         train_mode(model)
-        (logits, grads, rest), _ = jax_sgd_steps(model, x, y.astype(np.int32), 1)
-        (t_logits, t_grads, t_stats), _ = torch_sgd_steps(tmodel, x_nchw, y, 1)
+        with jax.enable_x64(True):
+            if index == 0:
+                (logits, grads, stats), trained = jax_sgd_steps(model, x, y.astype(np.int32), STEPS, jnp.float64)
+                grads, stats = flat(grads), flat(stats)
+                trained = flat(nnx.state(trained, nnx.Any(nnx.Param, nnx.BatchStat)))
+            else:
+                logits, stats = train_forward(model, jnp.asarray(x, jnp.float64))
+        (t_logits, t_grads, t_stats), t_state = torch_sgd_steps(tmodel, x_nchw, y, STEPS if index == 0 else 1)
 
-        close(logits, t_logits, 1e-4, f"{where}: train-mode logits")
-        grads, rest = flat(grads), flat(rest)
-        grad_norm = float(np.sqrt(sum(np.sum(g**2) for g in t_grads.values())))
+        close(logits, t_logits, TOL64, f"{where}: train-mode logits")
         for e in entries:
             if e.torch_key in t_stats:
-                close(rest[e.path], e.layout.to_flax(t_stats[e.torch_key]), 1e-4, f"{where}: {e.torch_key} after 1 step")
-            else:
-                rel_l2(grads[e.path], e.layout.to_flax(t_grads[e.torch_key]), 1e-2 * grad_norm, 1e-4,
+                close(stats[e.path], e.layout.to_flax(t_stats[e.torch_key]), TOL64, f"{where}: {e.torch_key} after 1 step")
+        if index > 0:
+            continue  # the same function's gradient: autodiff is checked at the first size
+        grad_norm = float(np.sqrt(sum(np.sum(g**2) for g in t_grads.values())))
+        for e in entries:
+            if e.torch_key in t_grads:
+                rel_l2(grads[e.path], e.layout.to_flax(t_grads[e.torch_key]), 1e-2 * grad_norm, TOL64,
                        f"{where}: grad {e.torch_key}")
-
-    # The optimizer trajectory, in float64 so that rounding differences cannot be amplified step to step.
-    tmodel.load_state_dict(initial)
-    tmodel.double().train()
-    with jax.enable_x64(True):
-        _, trained = jax_sgd_steps(model, x, y.astype(np.int32), STEPS, jnp.float64)
-        trained = flat(nnx.state(trained, nnx.Any(nnx.Param, nnx.BatchStat)))
-    _, t_state = torch_sgd_steps(tmodel, x_nchw, y, STEPS)
-    for e in entries:
-        close(trained[e.path], e.layout.to_flax(t_state[e.torch_key]), 1e-9,
-              f"{where}: {e.torch_key} after {STEPS} steps (float64)")
+            close(trained[e.path], e.layout.to_flax(t_state[e.torch_key]), TOL64, f"{where}: {e.torch_key} after {STEPS} steps")
