@@ -4,7 +4,7 @@
 
 Both frameworks train `arch` (random init, 10 classes) with SGD momentum on the same Loader batches of
 generated 32x32 digits; each epoch's wall time includes the input pipeline. Epoch 1 of jaxdl includes XLA
-compilation, so the steady-state figure is the last epoch. Prints a markdown table for BENCHMARKS_train.md.
+compilation, so the steady-state figure is the last epoch. Prints a markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations

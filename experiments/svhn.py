@@ -36,7 +36,7 @@ from jaxdl.train import mesh as make_mesh
 DATA = {"auto": "auto", "svhn": "svhn", "tfds": "tfds:svhn_cropped", "synthetic": "synthetic", "digits": "digits"}
 # Generated data is unlimited; these sizes keep the default run (resnet18, random weights offline) to a few
 # minutes at ResNet-18's ~100 img/s on an idle 2-core CPU. They do NOT yet reach 95% test accuracy from random
-# weights (measured: BENCHMARKS_train.md); that needs faster convolutions or the ImageNet weights.
+# weights (measured: BENCHMARKS.md); that needs faster convolutions or the ImageNet weights.
 SYNTHETIC_SIZE = {"train": 6_000, "test": 2_000}
 DEFAULTS = TrainConfig(epochs=3, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
                        schedule="onecycle")
