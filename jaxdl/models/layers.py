@@ -92,7 +92,7 @@ class BatchNorm2d(nnx.Module):
     Statistics are computed in at least float32 whatever the activation dtype, so bf16 training keeps exact stats.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, rngs: nnx.Rngs | None = None):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
