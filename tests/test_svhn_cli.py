@@ -41,7 +41,7 @@ def test_missing_imagenet_weights_warn_once_and_fall_back(monkeypatch, capsys):
 def test_tiny_run_writes_metrics_report_and_plots(tmp_path: Path, capsys):
     out = tmp_path / "run"
     argv = ["--arch", "lenet5", "--data", "digits", "--epochs", "2", "--batch-size", "64", "--lr", "0.05",
-            "--out", str(out), "--no-progress"]
+            "--optimizer", "sgd", "--out", str(out), "--no-progress"]
     assert svhn.main(argv) == 0
     table = capsys.readouterr().out
     assert "| Model | Test Accuracy | Precision | Recall | F1 |" in table and "| lenet5 |" in table
