@@ -28,13 +28,14 @@ def _numpy(tensor) -> np.ndarray:
     return np.array(tensor, copy=True)
 
 
-def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, seed: int = 0) -> nnx.Module:
-    """Build `arch` carrying the weights of a torchvision state_dict.
+def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, seed: int = 0, **options) -> nnx.Module:
+    """Build `arch` carrying the weights of a torchvision state_dict (or of a `convert.twins` small model,
+    whose `options` such as `image_size` must be the ones it was built with).
 
     A `num_classes` other than the checkpoint's keeps the whole backbone and gives the model a freshly
     initialised head (seeded by `seed`), which is what fine-tuning on a new data set wants.
     """
-    km = keymap(arch)
+    km = keymap(arch, options)
     state = {k: _numpy(v) for k, v in state_dict.items()}
     head = state.get(f"{km.head}.weight")
     if num_classes is None:
@@ -42,7 +43,7 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
             raise ConversionError(f"cannot convert to {arch}: the state_dict has no {km.head}.weight to take num_classes from")
         num_classes = head.shape[0]
     replace_head = head is not None and head.shape[0] != num_classes
-    model = blank(arch, num_classes, seed=seed)
+    model = blank(arch, num_classes, seed=seed, **options)
     targets = variables(model)
 
     known = {e.torch_key for e in km.entries}
@@ -69,14 +70,14 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
 
 
 def to_torch(model: nnx.Module) -> dict:
-    """The torchvision state_dict of `model`, loadable with `load_state_dict(strict=True)`.
+    """The state_dict of `model`'s PyTorch twin (`convert.twins.torch_model`), loadable with `strict=True`.
 
     `num_batches_tracked` is written as 0: jaxdl keeps no counter, and torchvision reads it only when
     BatchNorm's momentum is None, which no torchvision classifier uses.
     """
     import torch
 
-    km = keymap(model.spec.arch)
+    km = keymap(model.spec.arch, dict(model.spec.options))
     source = variables(model)
     out = {}
     for e in km.entries:

@@ -1,4 +1,7 @@
-"""Explicit parameter maps from torchvision state_dict keys to jaxdl parameter paths, one per family.
+"""Explicit parameter maps from PyTorch state_dict keys to jaxdl parameter paths, one per family.
+
+The torchvision architectures map to torchvision's own modules; the course's small models map to their
+PyTorch twins in `convert.twins`.
 
 Each map is generated from the same architecture tables the models are built from (block counts, VGG configs),
 never from state_dict order or name guessing, so a key that does not belong is an error, not a silent skip.
@@ -7,13 +10,16 @@ never from state_dict order or name guessing, so a key that does not belong is a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from jaxdl.models import TORCHVISION, check_name, head
+from jaxdl.models import check_name, head
 from jaxdl.models import alexnet as alexnet_lib
 from jaxdl.models import resnet as resnet_lib
+from jaxdl.models import small as small_lib
 from jaxdl.models import vgg as vgg_lib
 
 Path = tuple[str | int, ...]
@@ -129,9 +135,37 @@ def alexnet(name: str) -> KeyMap:
     return KeyMap(tuple(entries), head=head(name))
 
 
-def keymap(arch: str) -> KeyMap:
+def _options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The small models' constructor options, defaults filled in: their layer sizes depend on them."""
+    cls = {"mlp": small_lib.MLP, "cnn": small_lib.CNN, "lenet5": small_lib.LeNet5}[arch]
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty}
+    return defaults | dict(options)
+
+
+def mlp(name: str, options: dict[str, Any]) -> KeyMap:
+    o = _options(name, options)
+    entries = linear("hidden.0", linear_from_chw(o["in_channels"], o["image_size"], o["image_size"]))
+    for i in range(1, len(o["hidden"])):
+        entries += linear(f"hidden.{2 * i}")  # Linear, activation, Linear, ...
+    return KeyMap(tuple(entries + linear("fc")), head=head(name))
+
+
+def cnn(name: str, options: dict[str, Any]) -> KeyMap:
+    shape = small_lib.cnn_feature_shape(_options(name, options)["image_size"])
+    entries = conv("conv1", bias=True) + conv("conv2", bias=True) + linear("fc1", linear_from_chw(*shape)) + linear("fc2")
+    return KeyMap(tuple(entries), head=head(name))
+
+
+def lenet5(name: str, options: dict[str, Any]) -> KeyMap:
+    shape = small_lib.lenet5_feature_shape(_options(name, options)["image_size"])
+    entries = conv("conv1", bias=True) + conv("conv2", bias=True) + linear("fc1", linear_from_chw(*shape))
+    return KeyMap(tuple(entries + linear("fc2") + linear("fc3")), head=head(name))
+
+
+def keymap(arch: str, options: dict[str, Any] | None = None) -> KeyMap:
+    """The map for `arch`; the small models' maps also depend on their options (`image_size`, `hidden`, ...)."""
     check_name(arch)
-    if arch not in TORCHVISION:
-        raise ValueError(f"{arch} has no torchvision twin to convert: choose one of {', '.join(TORCHVISION)}")
+    if arch in ("mlp", "cnn", "lenet5"):
+        return {"mlp": mlp, "cnn": cnn, "lenet5": lenet5}[arch](arch, options or {})
     family = resnet if arch.startswith("resnet") else vgg if arch.startswith("vgg") else alexnet
     return family(arch)

@@ -31,56 +31,20 @@ from experiments.convexity import train_briefly
 from jaxdl import hessian as hs
 
 
-def torch_inputs(x: np.ndarray, arch: str):
-    """NHWC digits as the twin takes them: flat NHWC rows for the MLP, NCHW images otherwise."""
+def torch_inputs(x: np.ndarray):
+    """NHWC digits as the PyTorch twin takes them: NCHW."""
     import torch
 
-    return torch.from_numpy(x.reshape(len(x), -1) if arch == "mlp" else x.transpose(0, 3, 1, 2).copy())
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 
-def torch_twin(model: nnx.Module, arch: str):
-    """The PyTorch module computing exactly what ``model`` computes, with its weights."""
-    import torch
-    from torch import nn
+def torch_twin(model: nnx.Module):
+    """The PyTorch module computing exactly what ``model`` computes, with its weights (convert.twins)."""
+    from convert import to_torch
+    from convert.twins import torch_model
 
-    if arch not in ("cnn", "mlp"):
-        import torchvision
-        from convert import to_torch
-
-        twin = getattr(torchvision.models, arch)(num_classes=model.spec.num_classes)
-        twin.load_state_dict(to_torch(model))
-        return twin
-    if arch == "mlp":
-        layers = [*(m for m in model.hidden if isinstance(m, nnx.Linear)), model.fc]
-        linears = [nn.Linear(m.in_features, m.out_features) for m in layers]
-        twin = nn.Sequential(*[z for lin in linears[:-1] for z in (lin, nn.ReLU())], linears[-1])
-        with torch.no_grad():
-            for src, dst in zip(layers, linears):
-                dst.weight.copy_(torch.from_numpy(np.array(src.kernel[...]).T))
-                dst.bias.copy_(torch.from_numpy(np.array(src.bias[...])))
-        return twin  # fed flat NHWC rows (torch_inputs), the order in which the Flax MLP flattens
-
-    class CNN(nn.Module):
-        """jaxdl's CNN in NCHW; flattening in NHWC order lets fc1 take the Flax kernel as is."""
-
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = nn.Conv2d(model.conv1.in_features, 32, 3), nn.Conv2d(32, 64, 3)
-            self.fc1 = nn.Linear(model.fc1.in_features, model.fc1.out_features)
-            self.fc2 = nn.Linear(model.fc2.in_features, model.fc2.out_features)
-
-        def forward(self, x):
-            x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
-            x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
-            return self.fc2(torch.relu(self.fc1(x.permute(0, 2, 3, 1).flatten(1))))
-
-    twin = CNN()
-    with torch.no_grad():
-        for name in ("conv1", "conv2", "fc1", "fc2"):
-            src, dst = getattr(model, name), getattr(twin, name)
-            k = np.array(src.kernel[...])
-            dst.weight.copy_(torch.from_numpy(k.transpose(3, 2, 0, 1).copy() if k.ndim == 4 else k.T.copy()))
-            dst.bias.copy_(torch.from_numpy(np.array(src.bias[...])))
+    twin = torch_model(model.spec.arch, model.spec.num_classes, **dict(model.spec.options))
+    twin.load_state_dict(to_torch(model))
     return twin
 
 
@@ -102,12 +66,12 @@ def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, p
             "seconds": timings[1], "num_params": int(theta.size)}
 
 
-def run_pyhessian(twin, x: np.ndarray, y: np.ndarray, arch: str, power_iters: int, probes: int, seed: int) -> dict:
+def run_pyhessian(twin, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int, seed: int) -> dict:
     import torch
     from pyhessian import hessian
 
     torch.manual_seed(seed)
-    inputs = torch_inputs(x, arch)
+    inputs = torch_inputs(x)
     targets = torch.from_numpy(y.astype(np.int64))
     timings = []
     for _ in range(2):
@@ -124,7 +88,7 @@ def run_pyhessian(twin, x: np.ndarray, y: np.ndarray, arch: str, power_iters: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="cnn", help="'cnn' (course CNN, twin defined here) or a torchvision arch")
+    p.add_argument("--arch", default="cnn", help="any jaxdl architecture, e.g. cnn, mlp, resnet18")
     p.add_argument("--images", type=int, default=128)
     p.add_argument("--epochs", type=int, default=1, help="Adam epochs on the digits before measuring")
     p.add_argument("--power-iters", type=int, default=20)
@@ -145,18 +109,17 @@ def main(argv: list[str] | None = None) -> None:
     x = (ds.images[: args.images].astype(np.float32) / 255.0)
     y = ds.labels[: args.images]
     rngs = nnx.Rngs(args.seed)
-    builders = {"cnn": lambda: models.CNN(10, in_channels=3, image_size=32, rngs=rngs),
-                "mlp": lambda: models.MLP(10, in_channels=3, image_size=32, rngs=rngs)}
-    model = builders.get(args.arch, lambda: models.create(args.arch, 10, rngs=rngs))()
+    small = {"in_channels": 3, "image_size": 32} if args.arch in ("cnn", "mlp", "lenet5") else {}
+    model = models.create(args.arch, 10, rngs=rngs, **small)
     # A briefly trained model has the usual outlier eigenvalues, so 20 power steps converge for both.
     train_briefly(model, ds.images.astype(np.float32) / 255.0, ds.labels, args.epochs, 64, args.seed)
-    twin = torch_twin(model, args.arch).eval()
+    twin = torch_twin(model).eval()
     with torch.no_grad():
-        out_t = twin(torch_inputs(x, args.arch)).numpy()
+        out_t = twin(torch_inputs(x)).numpy()
     logit_diff = float(np.abs(np.asarray(model(jnp.asarray(x))) - out_t).max())
 
     jx = run_jax(model, x, y, args.power_iters, args.probes, args.chunk, args.seed)
-    pt = run_pyhessian(twin, x, y, args.arch, args.power_iters, args.probes, args.seed)
+    pt = run_pyhessian(twin, x, y, args.power_iters, args.probes, args.seed)
     eig_rel = abs(jx["top_eigenvalue"] - pt["top_eigenvalue"]) / abs(pt["top_eigenvalue"])
     trace_z = abs(jx["trace"] - pt["trace"]) / np.hypot(jx["trace_stderr"], pt["trace_stderr"])
     res = {

@@ -51,7 +51,7 @@ def test_wrong_arch_lists_every_problem(resnet18_sd: dict) -> None:
         convert.from_torch(resnet18_sd, "resnet34")
     with pytest.raises(ValueError, match="unknown architecture 'resnet19'"):
         convert.from_torch(resnet18_sd, "resnet19")
-    with pytest.raises(ValueError, match="lenet5 has no torchvision twin"):
+    with pytest.raises(convert.ConversionError, match="cannot convert state_dict to lenet5"):
         convert.from_torch(resnet18_sd, "lenet5")
 
 

@@ -7,6 +7,7 @@ no adaptive average pooling. Everything here is written so the conversion is a p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -15,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxdl.models import ops
 
 Array = jax.Array
 
@@ -66,6 +69,7 @@ def conv2d(
         use_bias=bias,
         kernel_init=kernel_init,
         bias_init=bias_init,
+        conv_general_dilated=ops.conv_general_dilated,
         rngs=rngs,
     )
 
@@ -123,15 +127,23 @@ class BatchNorm2d(nnx.Module):
         return (x * inv.astype(x.dtype) + (self.bias[...] - mean * inv).astype(x.dtype)).astype(x.dtype)
 
 
-def max_pool2d(kernel_size: int, stride: int | None = None, padding: int = 0) -> Callable[[Array], Array]:
-    """`nn.MaxPool2d` (floor mode): implicit -inf padding, as in PyTorch."""
-    stride = kernel_size if stride is None else stride
-    return functools.partial(
-        nnx.max_pool,
-        window_shape=(kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-    )
+@dataclasses.dataclass(frozen=True)
+class MaxPool2d:
+    """`nn.MaxPool2d` (floor mode): implicit -inf padding and PyTorch's gradient (see `ops.max_pool2d`).
+
+    A frozen dataclass, so equal pools compare equal and equal models share one GraphDef (and compiled steps).
+    """
+
+    kernel_size: int
+    stride: int
+    padding: int = 0
+
+    def __call__(self, x: Array) -> Array:
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+def max_pool2d(kernel_size: int, stride: int | None = None, padding: int = 0) -> MaxPool2d:
+    return MaxPool2d(kernel_size, kernel_size if stride is None else stride, padding)
 
 
 @functools.lru_cache(maxsize=None)

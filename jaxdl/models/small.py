@@ -6,6 +6,7 @@ model. Their sizes depend on the input, so they are told `image_size` and `in_ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
@@ -45,6 +46,17 @@ class MLP(nnx.Module):
         return self.fc(self.hidden(flatten(x)))
 
 
+def cnn_feature_shape(image_size: int) -> tuple[int, int, int]:
+    """(C, H, W) of the CNN's last feature map, the input of fc1 (PyTorch flattens it in this order)."""
+    side = ((image_size - 2) // 2 - 2) // 2
+    return 64, side, side
+
+
+def lenet5_feature_shape(image_size: int) -> tuple[int, int, int]:
+    side = ((image_size - 4) // 2 - 4) // 2
+    return 16, side, side
+
+
 class CNN(nnx.Module):
     """The seeds' MNIST CNN: conv32-pool-conv64-pool-dense(units)-out, 3x3 valid convs, 2x2 max pools."""
 
@@ -54,8 +66,7 @@ class CNN(nnx.Module):
         self.conv2 = conv2d(32, 64, 3, rngs=rngs)
         self.pool = max_pool2d(2)
         self.act = activation(activation_fn)
-        side = ((image_size - 2) // 2 - 2) // 2
-        self.fc1 = linear(64 * side * side, units, rngs=rngs)
+        self.fc1 = linear(math.prod(cnn_feature_shape(image_size)), units, rngs=rngs)
         self.fc2 = linear(units, num_classes, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
@@ -71,8 +82,7 @@ class LeNet5(nnx.Module):
         self.conv1 = conv2d(in_channels, 6, 5, rngs=rngs)
         self.conv2 = conv2d(6, 16, 5, rngs=rngs)
         self.pool = max_pool2d(2)
-        side = ((image_size - 4) // 2 - 4) // 2
-        self.fc1 = linear(16 * side * side, 120, rngs=rngs)
+        self.fc1 = linear(math.prod(lenet5_feature_shape(image_size)), 120, rngs=rngs)
         self.fc2 = linear(120, 84, rngs=rngs)
         self.fc3 = linear(84, num_classes, rngs=rngs)
 

@@ -1,0 +1,120 @@
+"""Convolution and max pooling with PyTorch's numbers, in the form each backend runs fastest.
+
+Two XLA CPU weak spots cost more than the rest of a ResNet-18 step together (measured with
+`python -m experiments.bench` and profiles, see BENCHMARKS.md):
+
+- 3x3 convolutions over 2x2 and 1x1 feature maps (layer3/layer4 at 32x32 input) run 30-45x slower than
+  PyTorch. Written as patches + one GEMM (im2col) they run at GEMM speed; autodiff gives the backward as GEMMs
+  too. Larger maps keep XLA's convolution, which wins there.
+- The gradient of `lax.reduce_window` max lowers to select-and-scatter, 4-12x slower than the formulation
+  below, which also reproduces PyTorch's choice among tied maxima (the first in the window).
+
+GPUs and TPUs keep `lax.conv_general_dilated` (cuDNN and friends) and only the pooling backward changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+# Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
+GEMM_MAX_OUTPUT = 2
+
+
+def conv_general_dilated(
+    lhs: Array,
+    rhs: Array,
+    window_strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    precision=None,
+    **kwargs,
+) -> Array:
+    """`lax.conv_general_dilated` for NHWC/HWIO; plain convolutions on small maps take the GEMM form on CPU."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
+    plain = feature_group_count == 1 and not kwargs and all(
+        d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation)
+    )
+    if plain and lhs.ndim == 4 and jax.default_backend() == "cpu":
+        out = [(lhs.shape[1 + a] + sum(padding[a]) - rhs.shape[a]) // window_strides[a] + 1 for a in range(2)]
+        if max(out) <= GEMM_MAX_OUTPUT:
+            return gemm_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)), precision)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
+
+
+def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
+              precision=None) -> Array:
+    """Convolution as one matrix product over extracted patches (im2col); (i, j, c) order matches HWIO."""
+    kh, kw, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    n, h, w, _ = x.shape
+    ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
+    cols = [
+        lax.slice(x, (0, i, j, 0), (n, i + strides[0] * (ho - 1) + 1, j + strides[1] * (wo - 1) + 1, cin),
+                  (1, *strides, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+    y = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(-1, cout), precision=precision)
+    return y.reshape(n, ho, wo, cout)
+
+
+def _windows(xp: Array, k: int, s: int, out_hw: tuple[int, int]):
+    """(offset, strided view) for each of the k*k window positions, in PyTorch's row-major scan order."""
+    n, _, _, c = xp.shape
+    ho, wo = out_hw
+    for i in range(k):
+        for j in range(k):
+            yield i * k + j, lax.slice(xp, (0, i, j, 0), (n, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, c),
+                                       (1, s, s, 1))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def max_pool2d(x: Array, kernel_size: int, stride: int, padding: int) -> Array:
+    """`F.max_pool2d` (floor mode, implicit -inf padding) over NHWC; derivatives go to each window's first maximum.
+
+    A custom JVP rather than a custom VJP: reverse mode comes from transposing it, and forward mode keeps
+    working, which Hessian-vector products (forward-over-reverse) need.
+    """
+    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, kernel_size, kernel_size, 1),
+                             (1, stride, stride, 1), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+@max_pool2d.defjvp
+def _max_pool2d_jvp(k: int, s: int, p: int, primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    """The tangent of each output is the input tangent at its window's first maximum (PyTorch's choice among ties).
+
+    Gathered without strided slices of the tangent: its padded copy is viewed as stride phases (rows a::s,
+    columns b::s), where window offset (i, j) is a plain shift by (i // s, j // s) of phase (i % s, j % s).
+    Transposed, that is a sum of shifted pads, which XLA fuses; the strided form's transpose (interior padding)
+    ran 2x slower and select-and-scatter, autodiff's default for `reduce_window`, 4-12x slower.
+    """
+    (x,), (t,) = primals, tangents
+    y = max_pool2d(x, k, s, p)
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+    first = jnp.full(y.shape, k * k, jnp.int32)
+    for offset, window in _windows(xp, k, s, (ho, wo)):
+        first = jnp.where((first == k * k) & (window == y), offset, first)
+    hq, wq = -(-(h + 2 * p) // s), -(-(w + 2 * p) // s)
+    phases = jnp.pad(t, ((0, 0), (p, hq * s - h - p), (p, wq * s - w - p), (0, 0))).reshape(n, hq, s, wq, s, c)
+    zero = jnp.zeros((), t.dtype)
+    out = jnp.zeros(y.shape, t.dtype)
+    for i in range(k):
+        for j in range(k):
+            di, dj = i // s, j // s
+            shifted = phases[:, di:di + ho, i % s, dj:dj + wo, j % s, :]
+            out = out + jnp.where(first == i * k + j, shifted, zero)
+    return y, out

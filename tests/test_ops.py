@@ -1,0 +1,76 @@
+"""The fast paths of `jaxdl.models.ops` compute exactly what PyTorch computes, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxdl.models import ops
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 2, 1, 16), (3, 2, 1, 7), (2, 2, 0, 8), (2, 2, 0, 7), (3, 2, 0, 15), (3, 1, 1, 5)])
+def test_max_pool_matches_pytorch_including_ties(kernel, stride, padding, size):
+    rng = np.random.default_rng(size + kernel)
+    x = np.maximum(rng.normal(size=(3, size, size, 4)), 0.0)  # ReLU-like: many tied zeros in a window
+    x[0, :3, :3, 0] = 1.0  # a window whose maximum is tied at several positions
+    out = (size + 2 * padding - kernel) // stride + 1
+    g = rng.normal(size=(3, out, out, 4))
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(lambda v: ops.max_pool2d(v, kernel, stride, padding), jnp.asarray(x))
+        (dx,) = vjp(jnp.asarray(g))
+    tx = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
+    ty = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    ty.backward(torch.tensor(g).permute(0, 3, 1, 2))
+    np.testing.assert_array_equal(np.asarray(y), ty.detach().permute(0, 2, 3, 1).numpy())
+    # every input position gets one gradient from each window it is the first maximum of: a sum of at most
+    # a few terms, so float64 differences are at the last bit, and a wrongly routed tie would be O(1)
+    np.testing.assert_allclose(np.asarray(dx), tx.grad.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 1, 1, 2), (3, 2, 1, 4), (3, 1, 1, 1), (1, 2, 0, 4), (7, 2, 3, 3)])
+def test_gemm_conv_matches_xla_conv(kernel, stride, padding, size):
+    rng = np.random.default_rng(kernel * 10 + size)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 5)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 6)))
+    pads = ((padding, padding), (padding, padding))
+    with jax.enable_x64(True):
+        def ref(x, w):
+            return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        def gemm(x, w):
+            return ops.gemm_conv(x, w, (stride, stride), pads)
+
+        x, w = x.astype(jnp.float64), w.astype(jnp.float64)
+        np.testing.assert_allclose(gemm(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+        g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(ref(x, w))), argnums=(0, 1))(x, w)
+        g_new = jax.grad(lambda x, w: jnp.sum(jnp.sin(gemm(x, w))), argnums=(0, 1))(x, w)
+    for a, b in zip(g_new, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_dispatch_takes_gemm_form_only_for_small_maps_on_cpu():
+    w = jnp.ones((3, 3, 4, 8))
+    small = jax.jit(lambda x: ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    hlo_small = small.lower(jnp.ones((1, 2, 2, 4))).as_text()
+    hlo_large = small.lower(jnp.ones((1, 8, 8, 4))).as_text()
+    assert "convolution" not in hlo_small and "dot_general" in hlo_small
+    assert "convolution" in hlo_large
+
+
+def test_max_pool_hessian_vector_product_matches_pytorch():
+    """Forward-over-reverse works through the pooling (jaxdl.hessian needs it) and agrees with torch's HVP."""
+    rng = np.random.default_rng(3)
+    x, v = rng.normal(size=(2, 7, 7, 3)), rng.normal(size=(2, 7, 7, 3))
+
+    def jax_loss(x):
+        return jnp.sum(jnp.tanh(ops.max_pool2d(x, 3, 2, 1)) ** 3)
+
+    with jax.enable_x64(True):
+        _, hv = jax.jvp(jax.grad(jax_loss), (jnp.asarray(x),), (jnp.asarray(v),))
+
+    def torch_loss(x):
+        return torch.sum(torch.tanh(torch.nn.functional.max_pool2d(x.permute(0, 3, 1, 2), 3, 2, 1)) ** 3)
+
+    _, want = torch.autograd.functional.hvp(torch_loss, torch.tensor(x), torch.tensor(v))
+    np.testing.assert_allclose(np.asarray(hv), want.numpy(), rtol=1e-10, atol=1e-12)
