@@ -20,7 +20,7 @@ svhn: $(STAMP)
 	$(PY) -m experiments.svhn --arch $(ARCH)
 
 bench: $(STAMP)
-	$(PY) -m experiments.bench_convert
+	$(PY) -m experiments.bench --out bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
