@@ -57,27 +57,21 @@ def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[
     """Convolution as one matrix product over extracted patches (im2col); (i, j, c) order matches HWIO."""
     kh, kw, cin, cout = kernel.shape
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    n, h, w, _ = x.shape
-    ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
-    cols = [
-        lax.slice(x, (0, i, j, 0), (n, i + strides[0] * (ho - 1) + 1, j + strides[1] * (wo - 1) + 1, cin),
-                  (1, *strides, 1))
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    ho, wo = ((x.shape[1 + a] - kernel.shape[a]) // strides[a] + 1 for a in range(2))
+    cols = [view for _, view in _windows(x, (kh, kw), strides, (ho, wo))]
     patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
     y = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(-1, cout), precision=precision)
-    return y.reshape(n, ho, wo, cout)
+    return y.reshape(x.shape[0], ho, wo, cout)
 
 
-def _windows(xp: Array, k: int, s: int, out_hw: tuple[int, int]):
-    """(offset, strided view) for each of the k*k window positions, in PyTorch's row-major scan order."""
-    n, _, _, c = xp.shape
-    ho, wo = out_hw
-    for i in range(k):
-        for j in range(k):
-            yield i * k + j, lax.slice(xp, (0, i, j, 0), (n, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, c),
-                                       (1, s, s, 1))
+def _windows(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
+    """(offset, strided view) for each window position, in PyTorch's row-major scan order."""
+    n, _, _, c = x.shape
+    (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                                        (1, sh, sw, 1))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
@@ -98,7 +92,7 @@ def _max_pool2d_jvp(k: int, s: int, p: int, primals: tuple[Array], tangents: tup
     Gathered without strided slices of the tangent: its padded copy is viewed as stride phases (rows a::s,
     columns b::s), where window offset (i, j) is a plain shift by (i // s, j // s) of phase (i % s, j % s).
     Transposed, that is a sum of shifted pads, which XLA fuses; the strided form's transpose (interior padding)
-    ran 2x slower and select-and-scatter, autodiff's default for `reduce_window`, 4-12x slower.
+    ran up to 2x slower and select-and-scatter, autodiff's default for `reduce_window`, 4-12x slower.
     """
     (x,), (t,) = primals, tangents
     y = max_pool2d(x, k, s, p)
@@ -106,7 +100,7 @@ def _max_pool2d_jvp(k: int, s: int, p: int, primals: tuple[Array], tangents: tup
     ho, wo = y.shape[1:3]
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
     first = jnp.full(y.shape, k * k, jnp.int32)
-    for offset, window in _windows(xp, k, s, (ho, wo)):
+    for offset, window in _windows(xp, (k, k), (s, s), (ho, wo)):
         first = jnp.where((first == k * k) & (window == y), offset, first)
     hq, wq = -(-(h + 2 * p) // s), -(-(w + 2 * p) // s)
     phases = jnp.pad(t, ((0, 0), (p, hq * s - h - p), (p, wq * s - w - p), (0, 0))).reshape(n, hq, s, wq, s, c)
