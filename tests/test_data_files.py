@@ -98,7 +98,11 @@ def test_download_false_never_probes(tmp_path, monkeypatch):
 
 
 def test_probe_is_bounded_even_if_connect_hangs(monkeypatch):
-    monkeypatch.setattr(download.socket, "create_connection", lambda *a, **k: time.sleep(5))
+    def hang(*args, **kwargs):  # a DNS lookup that hangs, then fails as a real one would
+        time.sleep(5)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(download.socket, "create_connection", hang)
     start = time.monotonic()
     assert download.reachable(["http://example.invalid/"], timeout=0.3) == []
     assert time.monotonic() - start < 2
