@@ -48,7 +48,7 @@ def torch_twin(model: nnx.Module):
     return twin
 
 
-def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int, chunk: int, seed: int) -> dict:
+def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int, chunk: int | None, seed: int) -> dict:
     ce = lambda logits, lab: -jnp.take_along_axis(jax.nn.log_softmax(logits), lab[:, None], 1)[:, 0]
     batch_loss, theta, _ = hs.model_batch_loss(model, ce)
     data = (jnp.asarray(x), jnp.asarray(y), jnp.full(len(x), 1.0 / len(x), jnp.float32))
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=1, help="Adam epochs on the digits before measuring")
     p.add_argument("--power-iters", type=int, default=20)
     p.add_argument("--probes", type=int, default=20)
-    p.add_argument("--chunk", type=int, default=4, help="Hutchinson probes vmapped at once (JAX)")
+    p.add_argument("--chunk", type=int, help="Hutchinson probes vmapped at once (JAX; default: 1 on CPU, all on GPU)")
     p.add_argument("--eig-rtol", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")

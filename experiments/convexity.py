@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lanczos-iters", type=int, default=20)
     p.add_argument("--probes", type=int, default=20, help="Hutchinson probes")
     p.add_argument("--slq-probes", type=int, default=1)
-    p.add_argument("--chunk", type=int, default=4, help="Hutchinson probes vmapped at once")
+    p.add_argument("--chunk", type=int, help="Hutchinson probes vmapped at once (default: 1 on CPU, all on GPU)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -73,18 +73,6 @@ def hessian_eigh(loss_flat: FlatLoss, theta: Any) -> tuple[np.ndarray, np.ndarra
     return np.linalg.eigh(0.5 * (h + h.T))
 
 
-def _default_unroll(dim: int) -> bool:
-    """Whether loops that call the model are unrolled when the caller does not say.
-
-    On XLA:CPU a convolution inside a while loop runs an order of magnitude slower than the same
-    convolution outside one (measured: three cached HVPs of the digits CNN on 128 images took 33.7 s in
-    a rolled ``lax.scan`` and 1.5 s unrolled, 2-core Xeon, jax 0.10.2).  Unrolling costs compile time
-    proportional to the number of iterations, which only pays off for real networks, hence the size
-    threshold; on accelerators loops stay rolled.
-    """
-    return jax.default_backend() == "cpu" and dim >= 10_000
-
-
 # ----------------------------------------------------------------------------------------------------
 # Matrix-free Hessian operators
 # ----------------------------------------------------------------------------------------------------
@@ -98,12 +86,13 @@ class Operator:
     Being a pytree (``matvec`` is a :class:`jax.tree_util.Partial` whose leaves are the point, the data
     or cached linearisation residuals) lets every algorithm below take it as a *traced argument* of one
     ``jax.jit``: large arrays are never baked into the compiled program as constants, and the program is
-    compiled once per operator structure, not once per call.
+    compiled once per operator structure, not once per call.  The algorithms call it inside rolled
+    ``lax.scan`` loops, so compile time does not grow with the number of iterations; on CPU that is only
+    fast because jaxdl's convolutions state their derivatives in canonical form (``jaxdl.models.conv``).
     """
 
     matvec: Partial
     point: jax.Array
-    unroll: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @property
     def dim(self) -> int:
@@ -118,20 +107,18 @@ def _jvp_of_grad(loss_flat: FlatLoss, theta: jax.Array, v: jax.Array) -> jax.Arr
     return jax.jvp(jax.grad(loss_flat), (theta,), (v,))[1]
 
 
-def operator(loss_flat: FlatLoss, point: jax.Array, *, cache: bool = True, unroll: bool | None = None) -> Operator:
+def operator(loss_flat: FlatLoss, point: jax.Array, *, cache: bool = True) -> Operator:
     """Hessian operator of a full-batch loss.
 
     ``cache=True`` linearises the gradient once (``jax.linearize``): the forward and backward passes'
     residuals are stored and each HVP afterwards only runs the tangent pass -- the JAX counterpart of
     PyHessian's ``backward(create_graph=True)`` done once per batch.  ``cache=False`` recomputes them
-    per product and needs no memory beyond one gradient evaluation.  ``unroll``: whether algorithms
-    unroll their loops over this operator (default: see :func:`_default_unroll`).
+    per product and needs no memory beyond one gradient evaluation.
     """
     point = jnp.asarray(point)
-    unroll = _default_unroll(point.size) if unroll is None else unroll
     if cache:
-        return Operator(_linearizer(loss_flat)(point), point, unroll)
-    return Operator(Partial(_hvp_fn(loss_flat), point), point, unroll)
+        return Operator(_linearizer(loss_flat)(point), point)
+    return Operator(Partial(_hvp_fn(loss_flat), point), point)
 
 
 # Cached per loss function so that operators built again for the same loss (another point, another run)
@@ -146,14 +133,14 @@ def _hvp_fn(loss_flat: FlatLoss) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return functools.partial(_jvp_of_grad, loss_flat)
 
 
-def _dataset_hvp(batch_loss: BatchLoss, unroll: bool, theta: jax.Array, batches: PyTree, v: jax.Array) -> jax.Array:
+def _dataset_hvp(batch_loss: BatchLoss, theta: jax.Array, batches: PyTree, v: jax.Array) -> jax.Array:
     def body(acc: jax.Array, batch: PyTree) -> tuple[jax.Array, None]:
         return acc + _jvp_of_grad(lambda t: batch_loss(t, batch), theta, v), None
 
-    return lax.scan(body, jnp.zeros_like(v), batches, unroll=unroll)[0]
+    return lax.scan(body, jnp.zeros_like(v), batches)[0]
 
 
-def dataset_operator(batch_loss: BatchLoss, point: jax.Array, batches: PyTree, *, unroll: bool | None = None) -> Operator:
+def dataset_operator(batch_loss: BatchLoss, point: jax.Array, batches: PyTree) -> Operator:
     """Hessian of ``sum_b batch_loss(theta, batches[b])`` where every leaf of ``batches`` is stacked on
     a leading batch axis (see :func:`stack_batches`).
 
@@ -161,8 +148,7 @@ def dataset_operator(batch_loss: BatchLoss, point: jax.Array, batches: PyTree, *
     it, so the per-batch HVP is compiled once and memory stays at one batch's activations.
     """
     point = jnp.asarray(point)
-    unroll = _default_unroll(point.size) if unroll is None else unroll
-    return Operator(Partial(functools.partial(_dataset_hvp, batch_loss, unroll), point, batches), point, unroll)
+    return Operator(Partial(functools.partial(_dataset_hvp, batch_loss), point, batches), point)
 
 
 def dataset_loss(batch_loss: BatchLoss, theta: jax.Array, batches: PyTree) -> jax.Array:
@@ -233,7 +219,7 @@ def power_iteration(op: Operator, num_iter: int, key: jax.Array) -> tuple[jax.Ar
         hv = op.matvec(v)
         return (_normalize(hv), jnp.vdot(v, hv)), None
 
-    (v, lam), _ = lax.scan(body, (v, jnp.zeros((), op.dtype)), length=num_iter, unroll=op.unroll)
+    (v, lam), _ = lax.scan(body, (v, jnp.zeros((), op.dtype)), length=num_iter)
     return lam, v
 
 
@@ -265,12 +251,12 @@ def lanczos(op: Operator, num_iter: int, key: jax.Array) -> tuple[jax.Array, jax
         w = orthogonalize(hv - alpha * v - beta_prev * v_prev, basis)
         beta = jnp.linalg.norm(w)
         broke = beta <= 100 * eps * jnp.maximum(jnp.linalg.norm(hv), eps)
-        fresh = orthogonalize(jax.random.normal(jax.random.fold_in(key, j), (op.dim,), op.dtype), basis)
+        restart = lambda: _normalize(orthogonalize(jax.random.normal(jax.random.fold_in(key, j), (op.dim,), op.dtype), basis))
+        v_next = lax.cond(broke, restart, lambda: w / beta)
         beta = jnp.where(broke, 0.0, beta)
-        v_next = jnp.where(broke, _normalize(fresh), w / jnp.where(broke, 1.0, beta))
         return (basis.at[j + 1].set(v_next), beta), (alpha, beta)
 
-    _, (alphas, betas) = lax.scan(step, (basis, jnp.zeros((), op.dtype)), jnp.arange(m), unroll=op.unroll)
+    _, (alphas, betas) = lax.scan(step, (basis, jnp.zeros((), op.dtype)), jnp.arange(m))
     return alphas, betas[:-1]
 
 
@@ -298,13 +284,15 @@ def hutchinson_trace(
     op: Operator, num_probes: int, key: jax.Array, chunk: int | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Hutchinson's estimator tr(H) ~ mean_i z_i^T H z_i with Rademacher z_i; returns (mean, stderr,
-    samples).  Probes are vmapped, ``chunk`` at a time (it must divide ``num_probes``) to bound memory."""
-    chunk = chunk or num_probes
+    samples).  Probes are vmapped ``chunk`` at a time (it must divide ``num_probes``), the chunks run in
+    a loop.  Default: all at once on accelerators; one at a time on CPU, where a vmapped product measured
+    3x slower per probe than a single one (XLA:CPU fuses the batched layouts into slow transposes)."""
+    chunk = chunk or (1 if jax.default_backend() == "cpu" else num_probes)
     if num_probes % chunk:
         raise ValueError(f"chunk={chunk} must divide num_probes={num_probes}")
     z = jax.random.rademacher(key, (num_probes // chunk, chunk, op.dim), op.dtype)
     quad = jax.vmap(lambda zi: jnp.vdot(zi, op.matvec(zi)))
-    _, samples = lax.scan(lambda c, zc: (c, quad(zc)), None, z, unroll=op.unroll)
+    _, samples = lax.scan(lambda c, zc: (c, quad(zc)), None, z)
     samples = samples.reshape(num_probes)
     return samples.mean(), samples.std(ddof=1) / jnp.sqrt(num_probes), samples
 

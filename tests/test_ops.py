@@ -74,3 +74,51 @@ def test_max_pool_hessian_vector_product_matches_pytorch():
 
     _, want = torch.autograd.functional.hvp(torch_loss, torch.tensor(x), torch.tensor(v))
     np.testing.assert_allclose(np.asarray(hv), want.numpy(), rtol=1e-10, atol=1e-12)
+
+
+CONV_CASES = [(8, 3, 1, (1, 1)), (9, 3, 2, (1, 1)), (7, 1, 2, (0, 0)), (11, 7, 2, (3, 3)), (8, 3, 2, (0, 2))]
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", CONV_CASES)
+def test_canonical_conv_derivatives_equal_lax(size, kernel, stride, pad):
+    """Values, gradients, HVPs (plain, linearised and vmapped over probes) and reverse-over-reverse of the
+    canonical-transpose primitive equal autodiff of `lax.conv_general_dilated` in float64."""
+    from jaxdl.models.conv import conv
+
+    rng = np.random.default_rng(size * 10 + kernel)
+    dn = ("NHWC", "HWIO", "NHWC")
+    with jax.enable_x64(True):
+        x, w = jnp.asarray(rng.normal(size=(2, size, size + 1, 3))), jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)))
+        v = (jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=w.shape)))
+        probes = jax.tree.map(lambda a: jnp.stack([a, -2 * a, a ** 2]), v)
+
+        def results(c):
+            loss = lambda x, w: jnp.sum(jnp.tanh(c(x, w, (stride, stride), (pad, pad))) ** 2)
+            grad = jax.grad(loss, (0, 1))
+            lin = jax.linearize(grad, x, w)[1]
+            return (loss(x, w), grad(x, w), jax.jvp(grad, (x, w), v)[1], jax.vmap(lin)(*probes),
+                    jax.grad(lambda x, w: jnp.sum(jax.grad(loss, 1)(x, w) ** 2), (0, 1))(x, w),
+                    jax.vmap(lambda a, b: c(a, b, (stride, stride), (pad, pad)))(*probes))
+
+        want = results(lambda x, w, s, p: jax.lax.conv_general_dilated(x, w, s, p, dimension_numbers=dn))
+        got = results(lambda x, w, s, p: conv(x, w, s, p))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_derivatives_inside_loops_are_canonical_convolutions():
+    """XLA:CPU runs non-canonical convolutions inside `while` loops as naive loop nests (100x slower); every
+    convolution in a looped Hessian-vector product through `ops.conv_general_dilated` must be NHWC/HWIO."""
+    rng = np.random.default_rng(0)
+    x, w = jnp.asarray(rng.normal(size=(4, 9, 9, 3)), jnp.float32), jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+
+    def loss(w):
+        y = ops.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jnp.tanh(y) ** 2)
+
+    def looped(w, vs):
+        return jax.lax.scan(lambda c, v: (c, jax.jvp(jax.grad(loss), (w,), (v,))[1]), None, vs)[1]
+
+    hlo = jax.jit(looped).lower(w, jnp.stack([w, w])).compile().as_text()
+    labels = [line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line]
+    assert len(labels) >= 3 and set(labels) == {"b01f_01io->b01f"}, labels

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdl.models.conv import conv
+
 Array = jax.Array
 
 # Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
@@ -39,7 +41,8 @@ def conv_general_dilated(
     precision=None,
     **kwargs,
 ) -> Array:
-    """`lax.conv_general_dilated` for NHWC/HWIO; plain convolutions on small maps take the GEMM form on CPU."""
+    """`lax.conv_general_dilated` for NHWC/HWIO; on CPU, plain convolutions take the GEMM form on small maps and
+    otherwise jaxdl's canonical-derivative primitive (`conv.conv`: same program, fast inside loops)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
     plain = feature_group_count == 1 and not kwargs and all(
         d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation)
@@ -48,6 +51,7 @@ def conv_general_dilated(
         out = [(lhs.shape[1 + a] + sum(padding[a]) - rhs.shape[a]) // window_strides[a] + 1 for a in range(2)]
         if max(out) <= GEMM_MAX_OUTPUT:
             return gemm_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)), precision)
+        return conv(lhs, rhs, window_strides, padding, precision=precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
 
