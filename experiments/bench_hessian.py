@@ -5,7 +5,9 @@ Hutchinson with Rademacher probes, both over one batch whose graph it builds onc
 ``backward(create_graph=True)``.  jaxdl does the same work with a linearised gradient (the cached
 counterpart) inside one jitted program per algorithm.  Both run in float32 on the same machine; tolerances:
 top eigenvalues within ``--eig-rtol`` of each other, traces within 4 combined standard errors (different
-random probes, so the two estimates are independent samples of the same mean).
+random probes, so the two estimates are independent samples of the same mean).  To say how close to the
+machine each side runs, the HVPs' arithmetic (XLA's FLOP count of one cached product) per second is
+printed as a fraction of the GEMM peak measured in the same run.
 
     python -m experiments.bench_hessian                    # the course CNN, 128 digits, 20 + 20 HVPs
     python -m experiments.bench_hessian --arch mlp         # the course MLP 3072-256-128-10
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.bench import gemm_peak
 from experiments.convexity import train_briefly
 from jaxdl import hessian as hs
 
@@ -54,6 +57,9 @@ def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, p
     data = (jnp.asarray(x), jnp.asarray(y), jnp.full(len(x), 1.0 / len(x), jnp.float32))
     loss_flat = lambda t: batch_loss(t, data)
     timings = []
+    op = hs.operator(loss_flat, theta)
+    v = jnp.ones_like(theta)
+    hvp_flops = jax.jit(lambda op, v: op.matvec(v)).lower(op, v).compile().cost_analysis()["flops"]
     for rep in range(2):  # first: includes tracing + XLA compilation; second: the steady state
         key = jax.random.key(seed + rep)
         t0 = time.perf_counter()
@@ -63,7 +69,7 @@ def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, p
         lam, tr, se = float(lam), float(tr), float(se)
         timings.append(time.perf_counter() - t0)
     return {"top_eigenvalue": lam, "trace": tr, "trace_stderr": se, "seconds_first": timings[0],
-            "seconds": timings[1], "num_params": int(theta.size)}
+            "seconds": timings[1], "num_params": int(theta.size), "hvp_flops": float(hvp_flops)}
 
 
 def run_pyhessian(twin, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int, seed: int) -> dict:
@@ -120,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
 
     jx = run_jax(model, x, y, args.power_iters, args.probes, args.chunk, args.seed)
     pt = run_pyhessian(twin, x, y, args.power_iters, args.probes, args.seed)
+    peak = gemm_peak("cpu")
+    hvp_gflops = (args.power_iters + args.probes) * jx["hvp_flops"] / 1e9
+    for side in (jx, pt):
+        side["gemm_frac"] = hvp_gflops / side["seconds"] / peak
     eig_rel = abs(jx["top_eigenvalue"] - pt["top_eigenvalue"]) / abs(pt["top_eigenvalue"])
     trace_z = abs(jx["trace"] - pt["trace"]) / np.hypot(jx["trace_stderr"], pt["trace_stderr"])
     res = {
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "versions": {"jax": jax.__version__, "torch": torch.__version__}, "arch": args.arch,
         "images": len(x), "power_iters": args.power_iters, "probes": args.probes, "max_abs_logit_diff": logit_diff,
         "jax": jx, "pyhessian": pt, "top_eigenvalue_rel_diff": eig_rel, "trace_diff_in_stderr": float(trace_z),
-        "agree": bool(eig_rel <= args.eig_rtol and trace_z <= 4.0),
+        "agree": bool(eig_rel <= args.eig_rtol and trace_z <= 4.0), "gemm_peak_gflops": peak,
         "speedup": pt["seconds"] / jx["seconds"], "speedup_incl_compile": pt["seconds_first"] / jx["seconds_first"],
     }
     print(json.dumps(res, indent=1))
@@ -138,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
           f"PyHessian {pt['trace']:.5g} +- {pt['trace_stderr']:.2g} ({trace_z:.1f} combined stderr, tol 4)\n"
           f"  time jax {jx['seconds']:.2f} s (first call incl. compile {jx['seconds_first']:.2f} s) vs PyHessian "
           f"{pt['seconds']:.2f} s (first {pt['seconds_first']:.2f} s): {res['speedup']:.2f}x steady, "
-          f"{res['speedup_incl_compile']:.2f}x incl. compile; agree: {res['agree']}")
+          f"{res['speedup_incl_compile']:.2f}x incl. compile; agree: {res['agree']}\n"
+          f"  HVP arithmetic {jx['hvp_flops'] / 1e9:.2f} GFLOP each: jax at {jx['gemm_frac']:.0%}, PyHessian at "
+          f"{pt['gemm_frac']:.0%} of this run's GEMM peak ({peak:.0f} GFLOP/s)")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 

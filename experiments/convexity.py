@@ -11,7 +11,7 @@ Spectra of models trained briefly on scikit-learn's real digits: Lanczos extreme
     SLQ density, cross-checked against the exact Hessian of a model small enough to diagonalise.
 
     python -m experiments.convexity --out runs/convexity            # a few minutes on a 2-core CPU
-    python -m experiments.convexity --out DIR --resnet-images 64 --lanczos-iters 60 --probes 40
+    python -m experiments.convexity --out DIR --resnet-images 256 --lanczos-iters 60 --probes 40
 """
 
 from __future__ import annotations
@@ -550,11 +550,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gd-lr", type=float, default=1.0)
     p.add_argument("--no-spectrum", action="store_true", help="skip the trained-model spectra")
     p.add_argument("--epochs", type=int, default=3, help="training epochs for the MLP and CNN")
-    p.add_argument("--resnet-epochs", type=int, default=1)
+    p.add_argument("--resnet-epochs", type=int, default=3)
     p.add_argument("--hessian-images", type=int, default=256, help="digits the Hessian is taken over")
-    p.add_argument("--resnet-images", type=int, default=0,
-                   help="digits for the ResNet-18 spectrum (0 skips it: compiling the unrolled Lanczos for "
-                        "ResNet-18 took over 5 minutes on the 2-core CPU)")
+    p.add_argument("--resnet-images", type=int, default=128, help="digits for the ResNet-18 spectrum (0 skips it)")
     p.add_argument("--lanczos-iters", type=int, default=20)
     p.add_argument("--probes", type=int, default=20, help="Hutchinson probes")
     p.add_argument("--slq-probes", type=int, default=1)

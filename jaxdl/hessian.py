@@ -291,8 +291,9 @@ def hutchinson_trace(
     if num_probes % chunk:
         raise ValueError(f"chunk={chunk} must divide num_probes={num_probes}")
     z = jax.random.rademacher(key, (num_probes // chunk, chunk, op.dim), op.dtype)
-    quad = jax.vmap(lambda zi: jnp.vdot(zi, op.matvec(zi)))
-    _, samples = lax.scan(lambda c, zc: (c, quad(zc)), None, z)
+    quad = lambda zi: jnp.vdot(zi, op.matvec(zi))
+    quads = jax.vmap(quad) if chunk > 1 else lambda zc: quad(zc[0])[None]  # a vmap of one still batches
+    _, samples = lax.scan(lambda c, zc: (c, quads(zc)), None, z)
     samples = samples.reshape(num_probes)
     return samples.mean(), samples.std(ddof=1) / jnp.sqrt(num_probes), samples
 
