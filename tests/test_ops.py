@@ -122,3 +122,21 @@ def test_conv_derivatives_inside_loops_are_canonical_convolutions():
     hlo = jax.jit(looped).lower(w, jnp.stack([w, w])).compile().as_text()
     labels = [line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line]
     assert len(labels) >= 3 and set(labels) == {"b01f_01io->b01f"}, labels
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", CONV_CASES[:3])
+def test_canonical_conv_compiles_to_xlas_own_program_at_top_level(size, kernel, stride, pad):
+    """Outside loops XLA canonicalises autodiff's convolutions itself: the primitive must change nothing there
+    (same optimised program up to names), so training speed and numerics are XLA's."""
+    import re
+
+    from jaxdl.models.conv import conv
+
+    def program(c) -> list[str]:
+        loss = lambda x, w: jnp.sum(jnp.tanh(c(x, w, (stride, stride), (pad, pad))) ** 2)
+        text = jax.jit(jax.grad(loss, (0, 1))).lower(jnp.ones((2, size, size, 3)), jnp.ones((kernel, kernel, 3, 4))).compile().as_text()
+        text = re.sub(r", metadata=\{[^}]*\}", "", text)
+        return sorted(re.sub(r"\d+", "", re.sub(r"%[\w.-]+", "%", line)).strip() for line in text.splitlines()
+                      if line.strip() and '"' not in line and "_id=" not in line)
+
+    assert program(conv) == program(lambda x, w, s, p: jax.lax.conv_general_dilated(x, w, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")))
