@@ -28,8 +28,9 @@ def test_max_pool_matches_pytorch_including_ties(kernel, stride, padding, size):
     np.testing.assert_allclose(np.asarray(dx), tx.grad.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 1, 1, 2), (3, 2, 1, 4), (3, 1, 1, 1), (1, 2, 0, 4), (7, 2, 3, 3)])
-def test_gemm_conv_matches_xla_conv(kernel, stride, padding, size):
+@pytest.mark.parametrize("form", ["gemm_conv", "banded_conv"])
+@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 1, 1, 2), (3, 2, 1, 4), (3, 1, 1, 1), (1, 2, 0, 4), (7, 2, 3, 3), (5, 1, 0, 14), (5, 2, 2, 9)])
+def test_gemm_forms_match_xla_conv(form, kernel, stride, padding, size):
     rng = np.random.default_rng(kernel * 10 + size)
     x = jnp.asarray(rng.normal(size=(2, size, size, 5)))
     w = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 6)))
@@ -39,7 +40,7 @@ def test_gemm_conv_matches_xla_conv(kernel, stride, padding, size):
             return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
         def gemm(x, w):
-            return ops.gemm_conv(x, w, (stride, stride), pads)
+            return getattr(ops, form)(x, w, (stride, stride), pads)
 
         x, w = x.astype(jnp.float64), w.astype(jnp.float64)
         np.testing.assert_allclose(gemm(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
@@ -49,13 +50,20 @@ def test_gemm_conv_matches_xla_conv(kernel, stride, padding, size):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_dispatch_takes_gemm_form_only_for_small_maps_on_cpu():
-    w = jnp.ones((3, 3, 4, 8))
-    small = jax.jit(lambda x: ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    hlo_small = small.lower(jnp.ones((1, 2, 2, 4))).as_text()
-    hlo_large = small.lower(jnp.ones((1, 8, 8, 4))).as_text()
-    assert "convolution" not in hlo_small and "dot_general" in hlo_small
-    assert "convolution" in hlo_large
+def test_conv_dispatch_takes_gemm_forms_only_where_measured_faster_on_cpu():
+    def hlo(x_shape, w_shape) -> str:
+        w = jnp.ones(w_shape)
+        f = jax.jit(lambda x: ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        return f.lower(jnp.ones(x_shape)).as_text()
+
+    small_map, few_channels, wide_few, large = (hlo((1, 2, 2, 4), (3, 3, 4, 32)), hlo((1, 14, 14, 6), (5, 5, 6, 16)),
+                                                hlo((1, 64, 64, 3), (3, 3, 3, 8)), hlo((1, 8, 8, 4), (3, 3, 4, 32)))
+    assert "convolution" not in small_map and "dot_general" in small_map
+    assert "convolution" not in few_channels and "dot_general" in few_channels
+    assert "convolution" in wide_few  # the band would waste 22x the arithmetic
+    assert "convolution" in large
+    with ops.reference_convolutions():
+        assert "convolution" in hlo((1, 14, 14, 6), (5, 5, 6, 16))
 
 
 def test_max_pool_hessian_vector_product_matches_pytorch():
@@ -110,7 +118,7 @@ def test_conv_derivatives_inside_loops_are_canonical_convolutions():
     """XLA:CPU runs non-canonical convolutions inside `while` loops as naive loop nests (100x slower); every
     convolution in a looped Hessian-vector product through `ops.conv_general_dilated` must be NHWC/HWIO."""
     rng = np.random.default_rng(0)
-    x, w = jnp.asarray(rng.normal(size=(4, 9, 9, 3)), jnp.float32), jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+    x, w = jnp.asarray(rng.normal(size=(4, 9, 9, 3)), jnp.float32), jnp.asarray(rng.normal(size=(3, 3, 3, 32)), jnp.float32)
 
     def loss(w):
         y = ops.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))

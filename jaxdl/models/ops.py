@@ -9,16 +9,21 @@ Two XLA CPU weak spots cost more than the rest of a ResNet-18 step together (mea
 - The gradient of `lax.reduce_window` max lowers to select-and-scatter, 4-12x slower than the formulation
   below, which also reproduces PyTorch's choice among tied maxima (the first in the window).
 
+And one LeNet-5 weak spot: convolutions with few output channels (3 -> 6) run at ~3.5 GFLOP/s; as one GEMM
+against a banded matrix (`banded_conv`) they run near GEMM speed despite the band's wasted multiply-adds.
+
 GPUs and TPUs keep `lax.conv_general_dilated` (cuDNN and friends) and only the pooling backward changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxdl.models.conv import conv
@@ -27,6 +32,11 @@ Array = jax.Array
 
 # Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
 GEMM_MAX_OUTPUT = 2
+# Convolutions with at most this many output channels, on maps at most BANDED_MAX_WASTE kernel widths wide,
+# take the banded-GEMM form on CPU (measured on LeNet-5, BENCHMARKS.md).
+BANDED_MAX_OUT_CHANNELS = 16
+BANDED_MAX_WASTE = 8
+_fast_paths = True
 
 
 def conv_general_dilated(
@@ -41,19 +51,35 @@ def conv_general_dilated(
     precision=None,
     **kwargs,
 ) -> Array:
-    """`lax.conv_general_dilated` for NHWC/HWIO; on CPU, plain convolutions take the GEMM form on small maps and
-    otherwise jaxdl's canonical-derivative primitive (`conv.conv`: same program, fast inside loops)."""
+    """`lax.conv_general_dilated` for NHWC/HWIO.  On CPU plain convolutions take the GEMM form on small maps, the
+    banded-GEMM form with few output channels, and otherwise jaxdl's canonical-derivative primitive (`conv.conv`:
+    XLA's own program at the top level, fast inside loops)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
     plain = feature_group_count == 1 and not kwargs and all(
         d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation)
     )
-    if plain and lhs.ndim == 4 and jax.default_backend() == "cpu":
-        out = [(lhs.shape[1 + a] + sum(padding[a]) - rhs.shape[a]) // window_strides[a] + 1 for a in range(2)]
+    if plain and lhs.ndim == 4 and jax.default_backend() == "cpu" and _fast_paths:
+        strides, pads = tuple(window_strides), tuple(map(tuple, padding))
+        out = [(lhs.shape[1 + a] + sum(pads[a]) - rhs.shape[a]) // strides[a] + 1 for a in range(2)]
         if max(out) <= GEMM_MAX_OUTPUT:
-            return gemm_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)), precision)
-        return conv(lhs, rhs, window_strides, padding, precision=precision)
+            return gemm_conv(lhs, rhs, strides, pads, precision)
+        if rhs.shape[3] <= BANDED_MAX_OUT_CHANNELS and lhs.shape[2] + sum(pads[1]) <= BANDED_MAX_WASTE * rhs.shape[1]:
+            return banded_conv(lhs, rhs, strides, pads, precision)
+        return conv(lhs, rhs, strides, pads, precision=precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
+
+
+@contextlib.contextmanager
+def reference_convolutions() -> Iterator[None]:
+    """Trace convolutions as plain `lax.conv_general_dilated` inside this block: to count a model's own FLOPs
+    (the banded form's redundant multiply-adds are an implementation cost, not the model's arithmetic)."""
+    global _fast_paths
+    _fast_paths, saved = False, _fast_paths
+    try:
+        yield
+    finally:
+        _fast_paths = saved
 
 
 def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
@@ -66,6 +92,25 @@ def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[
     patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
     y = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(-1, cout), precision=precision)
     return y.reshape(x.shape[0], ho, wo, cout)
+
+
+def banded_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
+                precision=None) -> Array:
+    """Convolution as one GEMM against a banded (Toeplitz) matrix per kernel row: output channels count x width.
+
+    Output row r is sum_i x[r*s + i] @ T_i with x's row flattened to (W*C) and T_i (W*C, Wo*D) holding kernel
+    row i on a band.  The band wastes W/kw of the multiply-adds, but the GEMM's output dimension is Wo*D instead
+    of D: for LeNet-5's first layer (3 -> 6 channels) that turns XLA:CPU's 3.5 GFLOP/s convolution into a GEMM.
+    """
+    kh, kw, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    n, h, w, _ = x.shape
+    (sh, sw), ho, wo = strides, (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
+    band = np.arange(w)[None, :, None] == sw * np.arange(wo)[None, None, :] + np.arange(kw)[:, None, None]
+    t = jnp.einsum("ijcd,jpq->ipcqd", kernel, band.astype(kernel.dtype), precision=precision)
+    rows = [lax.slice_in_dim(x, i, i + sh * (ho - 1) + 1, sh, axis=1).reshape(n * ho, w * cin) for i in range(kh)]
+    y = jnp.dot(jnp.concatenate(rows, axis=-1), t.reshape(kh * w * cin, wo * cout), precision=precision)
+    return y.reshape(n, ho, wo, cout)
 
 
 def _windows(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxdl.models import ops
 from jaxdl.train.step import Graphs, State
 
 
@@ -17,7 +18,8 @@ def flops_per_image(graphs: Graphs, state: State, image_shape: tuple[int, int, i
     """XLA's FLOP count for one eval-mode forward pass of a single image (multiply-add = 2 FLOPs)."""
     forward = jax.jit(lambda params, rest, x: nnx.merge(graphs.eval, params, rest)(x))
     x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    analysis = forward.lower(state["params"], state["rest"], x).cost_analysis()
+    with ops.reference_convolutions():
+        analysis = forward.lower(state["params"], state["rest"], x).cost_analysis()
     if isinstance(analysis, list):  # older JAX returns one dict per computation
         analysis = analysis[0]
     return float(analysis.get("flops", float("nan")))
