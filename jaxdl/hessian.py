@@ -240,8 +240,8 @@ def lanczos(op: Operator, num_iter: int, key: jax.Array) -> tuple[jax.Array, jax
     eps = jnp.finfo(op.dtype).eps
 
     def orthogonalize(w: jax.Array, basis: jax.Array) -> jax.Array:
-        w = w - (basis @ w) @ basis  # not basis.T @ (...): XLA:CPU would copy the basis into a transposed layout
-        return w - (basis @ w) @ basis
+        w = w - basis.T @ (basis @ w)
+        return w - basis.T @ (basis @ w)
 
     def step(carry: tuple[jax.Array, jax.Array], j: jax.Array) -> tuple[tuple[jax.Array, jax.Array], tuple]:
         basis, beta_prev = carry
