@@ -1,5 +1,7 @@
 """The fast paths of `jaxdl.models.ops` compute exactly what PyTorch computes, values and gradients."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,42 +30,57 @@ def test_max_pool_matches_pytorch_including_ties(kernel, stride, padding, size):
     np.testing.assert_allclose(np.asarray(dx), tx.grad.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("form", ["gemm_conv", "banded_conv"])
-@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 1, 1, 2), (3, 2, 1, 4), (3, 1, 1, 1), (1, 2, 0, 4), (7, 2, 3, 3), (5, 1, 0, 14), (5, 2, 2, 9)])
-def test_gemm_forms_match_xla_conv(form, kernel, stride, padding, size):
-    rng = np.random.default_rng(kernel * 10 + size)
-    x = jnp.asarray(rng.normal(size=(2, size, size, 5)))
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 6)))
+CONV_FORMS = {
+    "gemm": lambda x, w, stride, pads: ops.gemm_conv(x, w, (stride, stride), pads),
+    "space_to_depth_2": lambda x, w, stride, pads: ops.space_to_depth_conv(x, w, pads, 2),
+    "space_to_depth_4": lambda x, w, stride, pads: ops.space_to_depth_conv(x, w, pads, 4),
+}
+
+
+@pytest.mark.parametrize("form", CONV_FORMS)
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    ((3, 3), 1, 1, (2, 2)), ((3, 3), 2, 1, (4, 4)), ((3, 3), 1, 1, (1, 1)), ((1, 1), 2, 0, (4, 4)), ((7, 7), 2, 3, (3, 3)),
+    ((5, 5), 1, 0, (14, 14)), ((5, 5), 2, 2, (9, 9)), ((5, 3), 1, 2, (11, 6)), ((2, 4), 1, 0, (7, 9)),
+])
+def test_conv_forms_match_xla_conv(form, kernel, stride, padding, size):
+    if form.startswith("space_to_depth") and stride != 1:
+        pytest.skip("the space-to-depth form is for stride-1 convolutions")
+    rng = np.random.default_rng(sum(kernel) * 10 + sum(size))
+    x = jnp.asarray(rng.normal(size=(2, *size, 5)))
+    w = jnp.asarray(rng.normal(size=(*kernel, 5, 6)))
     pads = ((padding, padding), (padding, padding))
     with jax.enable_x64(True):
         def ref(x, w):
             return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-        def gemm(x, w):
-            return getattr(ops, form)(x, w, (stride, stride), pads)
+        def fast(x, w):
+            return CONV_FORMS[form](x, w, stride, pads)
 
         x, w = x.astype(jnp.float64), w.astype(jnp.float64)
-        np.testing.assert_allclose(gemm(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fast(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
         g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(ref(x, w))), argnums=(0, 1))(x, w)
-        g_new = jax.grad(lambda x, w: jnp.sum(jnp.sin(gemm(x, w))), argnums=(0, 1))(x, w)
+        g_new = jax.grad(lambda x, w: jnp.sum(jnp.sin(fast(x, w))), argnums=(0, 1))(x, w)
     for a, b in zip(g_new, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_dispatch_takes_gemm_forms_only_where_measured_faster_on_cpu():
+def test_conv_dispatch_takes_fast_forms_only_where_measured_faster_on_cpu():
     def hlo(x_shape, w_shape) -> str:
         w = jnp.ones(w_shape)
         f = jax.jit(lambda x: ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
         return f.lower(jnp.ones(x_shape)).as_text()
 
-    small_map, few_channels, wide_few, large = (hlo((1, 2, 2, 4), (3, 3, 4, 32)), hlo((1, 14, 14, 6), (5, 5, 6, 16)),
-                                                hlo((1, 64, 64, 3), (3, 3, 3, 8)), hlo((1, 8, 8, 4), (3, 3, 4, 32)))
-    assert "convolution" not in small_map and "dot_general" in small_map
-    assert "convolution" not in few_channels and "dot_general" in few_channels
-    assert "convolution" in wide_few  # the band would waste 22x the arithmetic
-    assert "convolution" in large
+    def conv_shapes(text: str) -> list[str]:
+        return re.findall(r"stablehlo.convolution.*-> tensor<([0-9x]+)xf32>", text)
+
+    small_map, few_channels, fewer_channels, large = (hlo((1, 2, 2, 4), (3, 3, 4, 32)), hlo((1, 14, 14, 6), (5, 5, 6, 16)),
+                                                      hlo((1, 32, 32, 3), (5, 5, 3, 6)), hlo((1, 8, 8, 4), (3, 3, 4, 32)))
+    assert not conv_shapes(small_map) and "dot_general" in small_map
+    assert conv_shapes(few_channels) == ["1x6x6x64"]  # 2x2 blocks: 14x14 (+1 padding) -> 12x12 output in 6x6 blocks
+    assert conv_shapes(fewer_channels) == ["1x15x15x24"]  # 30x30 output in 2x2 blocks of 6 channels
+    assert conv_shapes(large) == ["1x8x8x32"]
     with ops.reference_convolutions():
-        assert "convolution" in hlo((1, 14, 14, 6), (5, 5, 6, 16))
+        assert conv_shapes(hlo((1, 14, 14, 6), (5, 5, 6, 16))) == ["1x12x12x16"]
 
 
 def test_max_pool_hessian_vector_product_matches_pytorch():

@@ -9,8 +9,9 @@ Two XLA CPU weak spots cost more than the rest of a ResNet-18 step together (mea
 - The gradient of `lax.reduce_window` max lowers to select-and-scatter, 4-12x slower than the formulation
   below, which also reproduces PyTorch's choice among tied maxima (the first in the window).
 
-And one LeNet-5 weak spot: convolutions with few output channels (3 -> 6) run at ~3.5 GFLOP/s; as one GEMM
-against a banded matrix (`banded_conv`) they run near GEMM speed despite the band's wasted multiply-adds.
+And one LeNet-5 weak spot: convolutions with few output channels (3 -> 6, 6 -> 16) run at ~3.5 GFLOP/s.
+Folding blocks of pixels into channels (`space_to_depth_conv`) gives XLA the same convolution with 4-16x the
+channels on a smaller map, which it runs several times faster despite the zero taps this adds.
 
 GPUs and TPUs keep `lax.conv_general_dilated` (cuDNN and friends) and only the pooling backward changes.
 """
@@ -32,10 +33,10 @@ Array = jax.Array
 
 # Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
 GEMM_MAX_OUTPUT = 2
-# Convolutions with at most this many output channels, on maps at most BANDED_MAX_WASTE kernel widths wide,
-# take the banded-GEMM form on CPU (measured on LeNet-5, BENCHMARKS.md).
-BANDED_MAX_OUT_CHANNELS = 16
-BANDED_MAX_WASTE = 8
+# Stride-1 convolutions with at most this many output channels take the space-to-depth form on CPU, on blocks
+# of SPACE_TO_DEPTH_BLOCK x SPACE_TO_DEPTH_BLOCK pixels (measured on LeNet-5, BENCHMARKS.md).
+SPACE_TO_DEPTH_MAX_OUT_CHANNELS = 16
+SPACE_TO_DEPTH_BLOCK = 2
 _fast_paths = True
 
 
@@ -52,7 +53,7 @@ def conv_general_dilated(
     **kwargs,
 ) -> Array:
     """`lax.conv_general_dilated` for NHWC/HWIO.  On CPU plain convolutions take the GEMM form on small maps, the
-    banded-GEMM form with few output channels, and otherwise jaxdl's canonical-derivative primitive (`conv.conv`:
+    space-to-depth form with few output channels, and otherwise jaxdl's canonical-derivative primitive (`conv.conv`:
     XLA's own program at the top level, fast inside loops)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
     plain = feature_group_count == 1 and not kwargs and all(
@@ -63,8 +64,8 @@ def conv_general_dilated(
         out = [(lhs.shape[1 + a] + sum(pads[a]) - rhs.shape[a]) // strides[a] + 1 for a in range(2)]
         if max(out) <= GEMM_MAX_OUTPUT:
             return gemm_conv(lhs, rhs, strides, pads, precision)
-        if rhs.shape[3] <= BANDED_MAX_OUT_CHANNELS and lhs.shape[2] + sum(pads[1]) <= BANDED_MAX_WASTE * rhs.shape[1]:
-            return banded_conv(lhs, rhs, strides, pads, precision)
+        if strides == (1, 1) and rhs.shape[3] <= SPACE_TO_DEPTH_MAX_OUT_CHANNELS:
+            return space_to_depth_conv(lhs, rhs, pads, SPACE_TO_DEPTH_BLOCK, precision)
         return conv(lhs, rhs, strides, pads, precision=precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
@@ -73,7 +74,7 @@ def conv_general_dilated(
 @contextlib.contextmanager
 def reference_convolutions() -> Iterator[None]:
     """Trace convolutions as plain `lax.conv_general_dilated` inside this block: to count a model's own FLOPs
-    (the banded form's redundant multiply-adds are an implementation cost, not the model's arithmetic)."""
+    (the zero taps of the space-to-depth form are an implementation cost, not the model's arithmetic)."""
     global _fast_paths
     _fast_paths, saved = False, _fast_paths
     try:
@@ -94,23 +95,33 @@ def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[
     return y.reshape(x.shape[0], ho, wo, cout)
 
 
-def banded_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
-                precision=None) -> Array:
-    """Convolution as one GEMM against a banded (Toeplitz) matrix per kernel row: output channels count x width.
+def space_to_depth_conv(x: Array, kernel: Array, padding: tuple[tuple[int, int], ...], block: int,
+                        precision=None) -> Array:
+    """Stride-1 convolution over `block` x `block` pixel blocks folded into channels (space-to-depth).
 
-    Output row r is sum_i x[r*s + i] @ T_i with x's row flattened to (W*C) and T_i (W*C, Wo*D) holding kernel
-    row i on a band.  The band wastes W/kw of the multiply-adds, but the GEMM's output dimension is Wo*D instead
-    of D: for LeNet-5's first layer (3 -> 6 channels) that turns XLA:CPU's 3.5 GFLOP/s convolution into a GEMM.
+    Output block (r, s) depends only on input blocks r..r+kb-1 (and s..s+kb-1), kb = ceil((block + k - 1) / block):
+    so the convolution equals a kb x kb one from block^2*C to block^2*D channels on a map `block` times smaller,
+    whose kernel holds the original taps at their offsets within the blocks and zeros elsewhere.  On 2x2 blocks
+    LeNet-5's 5x5 layers become 3x3 convolutions from 12 to 24 and from 24 to 64 channels: (kb*block)^2/k^2 =
+    1.44x the multiply-adds, run 2-3x faster by XLA:CPU, and exact (every output sums the same products, plus zeros).
     """
-    kh, kw, cin, cout = kernel.shape
+    (kh, kw, c, d), b = kernel.shape, block
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     n, h, w, _ = x.shape
-    (sh, sw), ho, wo = strides, (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
-    band = np.arange(w)[None, :, None] == sw * np.arange(wo)[None, None, :] + np.arange(kw)[:, None, None]
-    t = jnp.einsum("ijcd,jpq->ipcqd", kernel, band.astype(kernel.dtype), precision=precision)
-    rows = [lax.slice_in_dim(x, i, i + sh * (ho - 1) + 1, sh, axis=1).reshape(n * ho, w * cin) for i in range(kh)]
-    y = jnp.dot(jnp.concatenate(rows, axis=-1), t.reshape(kh * w * cin, wo * cout), precision=precision)
-    return y.reshape(n, ho, wo, cout)
+    ho, wo = h - kh + 1, w - kw + 1
+    hb, wb, kbh, kbw = -(-ho // b), -(-wo // b), -(-(b + kh - 1) // b), -(-(b + kw - 1) // b)
+    x = jnp.pad(x, ((0, 0), (0, (hb + kbh - 1) * b - h), (0, (wb + kbw - 1) * b - w), (0, 0)))
+    x = x.reshape(n, hb + kbh - 1, b, wb + kbw - 1, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb + kbh - 1, wb + kbw - 1, b * b * c)
+
+    def taps(kb: int, k: int) -> np.ndarray:  # [block offset, input pixel in block, output pixel in block, tap]
+        return (b * np.arange(kb)[:, None, None, None] + np.arange(b)[:, None, None] - np.arange(b)[:, None]
+                == np.arange(k)).astype(np.float32)
+
+    folded = jnp.einsum("Ipui,Jqvj,ijcd->IJpqcuvd", taps(kbh, kh), taps(kbw, kw), kernel, precision=precision)
+    y = conv(x, folded.reshape(kbh, kbw, b * b * c, b * b * d).astype(kernel.dtype), (1, 1), ((0, 0), (0, 0)),
+             precision=precision)
+    y = y.reshape(n, hb, wb, b, b, d).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb * b, wb * b, d)
+    return y[:, :ho, :wo]
 
 
 def _windows(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
