@@ -1,7 +1,7 @@
 """Training and eval throughput, jaxdl against PyTorch: same models, same weights, same batches, same machine.
 
     python -m experiments.bench [--models mlp,cnn,lenet5,resnet18,resnet50,vgg16] [--batch-size 128]
-                                [--rounds 3] [--steps 5] [--bf16] [--torch-compile] [--out bench.json]
+                                [--rounds 5] [--steps 5] [--bf16] [--torch-compile] [--out bench.json]
 
 Each model is built in jaxdl, converted to its PyTorch twin (`convert.to_torch`, so both start from identical
 weights) and timed on 32x32x3 inputs: a training step (SGD momentum, weight decay, cross-entropy; jaxdl's own
@@ -9,7 +9,8 @@ jitted, donated `Trainer` step) and an eval forward pass. The frameworks alterna
 of a shared machine hit both; each figure is the median over rounds of `steps` back-to-back steps, after a
 warm-up (compilation) that is not timed. `ratio` is jaxdl / PyTorch throughput (> 1: jaxdl is faster).
 `gemm_frac` is the training arithmetic (3x the forward FLOPs, XLA's count) per second over the GEMM peak
-measured in the same run (jnp.dot, 2048^2 float32), i.e. how close a step comes to the machine's matmul speed.
+(jnp.dot, 2048^2 float32) measured between the same rounds, i.e. how close a step comes to the machine's matmul
+speed at that time (a shared host's speed drifts by 2x within minutes).
 On a GPU both frameworks run there; `--bf16` uses bfloat16 compute (jaxdl's mixed precision, torch.autocast)
 and channels-last tensors for PyTorch either way.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -43,15 +45,21 @@ SMALL = {"mlp": {"in_channels": 3, "image_size": 32}, "cnn": {"in_channels": 3, 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
 
-def gemm_peak(device: str) -> float:
-    """GFLOP/s of a large float32 (bf16 on GPU) matmul: the ceiling a training step's arithmetic can approach."""
+@functools.cache
+def _matmul(device: str) -> tuple[Callable[[jax.Array], jax.Array], jax.Array]:
     n = 2048 if device == "cpu" else 8192
-    dtype = jnp.float32 if device == "cpu" else jnp.bfloat16
-    a = jnp.ones((n, n), dtype)
+    a = jnp.ones((n, n), jnp.float32 if device == "cpu" else jnp.bfloat16)
     matmul = jax.jit(lambda a: a @ a)
     matmul(a).block_until_ready()
+    return matmul, a
+
+
+def gemm_peak(device: str, repeats: int = 5) -> float:
+    """GFLOP/s of a large float32 (bf16 on GPU) matmul: the ceiling a training step's arithmetic can approach."""
+    matmul, a = _matmul(device)
+    n = a.shape[0]
     best = 0.0
-    for _ in range(5):
+    for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(5):
             out = matmul(a)
@@ -131,7 +139,7 @@ class TorchSide:
             torch.cuda.synchronize()
 
 
-def bench_model(arch: str, args: argparse.Namespace, peak: float) -> dict:
+def bench_model(arch: str, args: argparse.Namespace) -> dict:
     options = SMALL.get(arch, {})
     model = create(arch, 10, rngs=nnx.Rngs(0), **options)
     rng = np.random.default_rng(0)
@@ -149,15 +157,19 @@ def bench_model(arch: str, args: argparse.Namespace, peak: float) -> dict:
             for _ in range(2):  # warm-up: compilation, autotuning, allocator growth
                 getattr(side, mode)()
             side.sync()
+        peaks = []
         for _ in range(args.rounds):
             for name, side in sides.items():
                 times[name].append(timed(getattr(side, mode), side.sync, args.steps))
+            if mode == "train":
+                peaks.append(gemm_peak(jax.devices()[0].platform, repeats=1))
         rates = {name: args.batch_size / statistics.median(t) for name, t in times.items()}
         row = {"jax_img_s": rates["jax"], "torch_img_s": rates["torch"], "ratio": rates["jax"] / rates["torch"]}
         if "torch_compile" in rates:
             row["torch_compile_img_s"] = rates["torch_compile"]
         if mode == "train":
-            row["gemm_frac"] = rates["jax"] * flops / 1e9 / peak
+            row["gemm_peak_gflops"] = statistics.median(peaks)
+            row["gemm_frac"] = rates["jax"] * flops / 1e9 / row["gemm_peak_gflops"]
         result[mode] = row
     return result
 
@@ -166,7 +178,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--bf16", action="store_true", help="bfloat16 compute in both frameworks")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd PyTorch")
@@ -187,7 +199,7 @@ def main() -> None:
     print("|---|---|---|---|---|" + ("---|" if args.torch_compile else "") + "---|")
     results = {}
     for arch in args.models.split(","):
-        results[arch] = bench_model(arch, args, peak)
+        results[arch] = bench_model(arch, args)
         for mode, row in results[arch].items():
             compiled = f" {row['torch_compile_img_s']:.0f} |" if args.torch_compile else ""
             frac = f"{100 * row['gemm_frac']:.0f}%" if "gemm_frac" in row else ""
