@@ -2,7 +2,7 @@
 
     python -m experiments.bench [--models mlp,cnn,lenet5,resnet18,resnet50,vgg16] [--batch-size 128]
                                 [--rounds 5] [--steps 5] [--seconds 10] [--bf16] [--torch-compile]
-                                [--out bench.json]
+                                [--space-to-depth-block 2] [--out bench.json]
 
 Each model is built in jaxdl, converted to its PyTorch twin (`convert.to_torch`, so both start from identical
 weights) and timed on 32x32x3 inputs: a training step (SGD momentum, weight decay, cross-entropy; jaxdl's own
@@ -39,7 +39,7 @@ from flax import nnx
 
 from convert import to_torch
 from convert.twins import torch_model
-from jaxdl.models import create
+from jaxdl.models import create, ops
 from jaxdl.train import TrainConfig, Trainer, parallel
 from jaxdl.train.cost import flops_per_image
 
@@ -195,8 +195,11 @@ def main() -> None:
                    help=f"after --rounds, add rounds until each framework was timed this long (at most {MAX_ROUNDS})")
     p.add_argument("--bf16", action="store_true", help="bfloat16 compute in both frameworks")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd PyTorch")
+    p.add_argument("--space-to-depth-block", type=int, default=ops.SPACE_TO_DEPTH_BLOCK,
+                   help="CPU: pixel block of jaxdl's space-to-depth convolutions (LeNet-5's layers); 0: XLA's")
     p.add_argument("--out", default="bench.json")
     args = p.parse_args()
+    ops.SPACE_TO_DEPTH_BLOCK = args.space_to_depth_block
     device = jax.devices()[0]
     peak = gemm_peak(device.platform)
     header = {
@@ -205,6 +208,7 @@ def main() -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "batch_size": args.batch_size, "image": "32x32x3",
         "dtype": "bfloat16" if args.bf16 else "float32", "min_rounds": args.rounds, "steps": args.steps,
         "min_seconds": args.seconds,
+        "space_to_depth_block": args.space_to_depth_block,
         "gemm_peak_gflops": peak,
     }
     print(json.dumps(header))

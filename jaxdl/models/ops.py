@@ -34,7 +34,7 @@ Array = jax.Array
 # Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
 GEMM_MAX_OUTPUT = 2
 # Stride-1 convolutions with at most this many output channels take the space-to-depth form on CPU, on blocks
-# of SPACE_TO_DEPTH_BLOCK x SPACE_TO_DEPTH_BLOCK pixels (measured on LeNet-5, BENCHMARKS.md).
+# of SPACE_TO_DEPTH_BLOCK x SPACE_TO_DEPTH_BLOCK pixels (measured on LeNet-5, BENCHMARKS.md; 0 turns it off).
 SPACE_TO_DEPTH_MAX_OUT_CHANNELS = 16
 SPACE_TO_DEPTH_BLOCK = 2
 _fast_paths = True
@@ -64,7 +64,7 @@ def conv_general_dilated(
         out = [(lhs.shape[1 + a] + sum(pads[a]) - rhs.shape[a]) // strides[a] + 1 for a in range(2)]
         if max(out) <= GEMM_MAX_OUTPUT:
             return gemm_conv(lhs, rhs, strides, pads, precision)
-        if strides == (1, 1) and rhs.shape[3] <= SPACE_TO_DEPTH_MAX_OUT_CHANNELS:
+        if SPACE_TO_DEPTH_BLOCK and strides == (1, 1) and rhs.shape[3] <= SPACE_TO_DEPTH_MAX_OUT_CHANNELS:
             return space_to_depth_conv(lhs, rhs, pads, SPACE_TO_DEPTH_BLOCK, precision)
         return conv(lhs, rhs, strides, pads, precision=precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
