@@ -207,8 +207,7 @@ def main() -> None:
         "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "batch_size": args.batch_size, "image": "32x32x3",
         "dtype": "bfloat16" if args.bf16 else "float32", "min_rounds": args.rounds, "steps": args.steps,
-        "min_seconds": args.seconds,
-        "space_to_depth_block": args.space_to_depth_block,
+        "min_seconds": args.seconds, "space_to_depth_block": args.space_to_depth_block,
         "gemm_peak_gflops": peak,
     }
     print(json.dumps(header))
