@@ -12,9 +12,12 @@ warm-up (compilation) that is not timed. There are at least `rounds` rounds, and
 framework has been timed for `seconds`: a small model's round lasts 0.1 s, and bursts of contention on a
 shared host last longer, so a few rounds would sample one burst. `ratio` is jaxdl / PyTorch throughput (> 1:
 jaxdl is faster), from the medians; `ratio_best` from each framework's fastest round (the least disturbed).
-`gemm_frac` is the training arithmetic (3x the forward FLOPs, XLA's count) per second over the GEMM peak
+`gemm_frac` (jaxdl) and `torch_gemm_frac` are a training step's model FLOPs per second over the GEMM peak
 (jnp.dot, 2048^2 float32) measured between the same rounds, i.e. how close a step comes to the machine's matmul
-speed at that time (a shared host's speed drifts by 2x within minutes).
+speed at that time (a shared host's speed drifts by 2x within minutes). Model FLOPs are counted the field's way,
+by `torch.utils.flop_counter` on the twin's forward and backward (convolutions and matmuls, every kernel tap:
+217 MFLOP per 32x32 image for ResNet-18), the same count for both frameworks; `xla_train_flops` is XLA's
+count of the same arithmetic (3x its forward count), which skips taps that fall in the padding.
 On a GPU both frameworks run there; `--bf16` uses bfloat16 compute (jaxdl's mixed precision, torch.autocast)
 and channels-last tensors for PyTorch either way.
 """
@@ -35,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from flax import nnx
 
 from convert import to_torch
@@ -144,6 +148,13 @@ class TorchSide:
         if self.device == "cuda":
             torch.cuda.synchronize()
 
+    def train_flops(self) -> float:
+        """Model FLOPs of one training step (forward + backward) on the current batch, by PyTorch's counter."""
+        with FlopCounterMode(display=False) as counter:
+            torch.nn.functional.cross_entropy(self.net(self.x), self.y).backward()
+        self.net.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
 
 def bench_model(arch: str, args: argparse.Namespace) -> dict:
     options = SMALL.get(arch, {})
@@ -154,7 +165,9 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict:
     sides = {"jax": JaxSide(model, args.batch_size, args.bf16), "torch": TorchSide(model, options, args.bf16, False)}
     if args.torch_compile:
         sides["torch_compile"] = TorchSide(model, options, args.bf16, True)
-    flops = 3 * flops_per_image(sides["jax"].trainer.graphs, sides["jax"].trainer.state, (32, 32, 3))
+    sides["torch"].batches(x, y)
+    flops = sides["torch"].train_flops() / args.batch_size
+    xla_flops = 3 * flops_per_image(sides["jax"].trainer.graphs, sides["jax"].trainer.state, (32, 32, 3))
     result = {}
     for mode in ("train", "eval"):
         times: dict[str, list[float]] = {name: [] for name in sides}
@@ -179,8 +192,9 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict:
         if "torch_compile" in rates:
             row["torch_compile_img_s"] = rates["torch_compile"]
         if mode == "train":
-            row["gemm_peak_gflops"] = statistics.median(peaks)
-            row["gemm_frac"] = rates["jax"] * flops / 1e9 / row["gemm_peak_gflops"]
+            peak = row["gemm_peak_gflops"] = statistics.median(peaks)
+            row |= {"train_flops": flops, "xla_train_flops": xla_flops, "gemm_frac": rates["jax"] * flops / 1e9 / peak,
+                    "torch_gemm_frac": rates["torch"] * flops / 1e9 / peak}
         result[mode] = row
     return result
 
@@ -212,14 +226,14 @@ def main() -> None:
     }
     print(json.dumps(header))
     print("\n| model | mode | jaxdl img/s | PyTorch img/s | ratio | ratio, best rounds | rounds |"
-          + (" torch.compile img/s |" if args.torch_compile else "") + " jaxdl % of GEMM peak |")
+          + (" torch.compile img/s |" if args.torch_compile else "") + " % of GEMM peak, jaxdl / PyTorch |")
     print("|---|---|---|---|---|---|---|" + ("---|" if args.torch_compile else "") + "---|")
     results = {}
     for arch in args.models.split(","):
         results[arch] = bench_model(arch, args)
         for mode, row in results[arch].items():
             compiled = f" {row['torch_compile_img_s']:.0f} |" if args.torch_compile else ""
-            frac = f"{100 * row['gemm_frac']:.0f}%" if "gemm_frac" in row else ""
+            frac = f"{row['gemm_frac']:.0%} / {row['torch_gemm_frac']:.0%}" if "gemm_frac" in row else ""
             print(f"| {arch} | {mode} | {row['jax_img_s']:.0f} | {row['torch_img_s']:.0f} | {row['ratio']:.2f} | "
                   f"{row['ratio_best']:.2f} | {row['rounds']} |{compiled} {frac} |", flush=True)
     with open(args.out, "w") as f:
