@@ -43,7 +43,7 @@ from flax import nnx
 
 from convert import to_torch
 from convert.twins import torch_model
-from jaxdl.models import create, ops
+from jaxdl.models import check_name, create, ops
 from jaxdl.train import TrainConfig, Trainer, parallel
 from jaxdl.train.cost import flops_per_image
 
@@ -199,7 +199,7 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch-size", type=int, default=128)
@@ -212,7 +212,12 @@ def main() -> None:
     p.add_argument("--space-to-depth-block", type=int, default=ops.SPACE_TO_DEPTH_BLOCK,
                    help="CPU: pixel block of jaxdl's space-to-depth convolutions (LeNet-5's layers); 0: XLA's")
     p.add_argument("--out", default="bench.json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    for arch in args.models.split(","):
+        try:
+            check_name(arch)
+        except ValueError as e:
+            p.error(str(e))
     ops.SPACE_TO_DEPTH_BLOCK = args.space_to_depth_block
     device = jax.devices()[0]
     peak = gemm_peak(device.platform)
