@@ -165,14 +165,14 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict:
     sides = {"jax": JaxSide(model, args.batch_size, args.bf16), "torch": TorchSide(model, options, args.bf16, False)}
     if args.torch_compile:
         sides["torch_compile"] = TorchSide(model, options, args.bf16, True)
-    sides["torch"].batches(x, y)
+    for side in sides.values():
+        side.batches(x, y)
     flops = sides["torch"].train_flops() / args.batch_size
     xla_flops = 3 * flops_per_image(sides["jax"].trainer.graphs, sides["jax"].trainer.state, (32, 32, 3))
     result = {}
     for mode in ("train", "eval"):
         times: dict[str, list[float]] = {name: [] for name in sides}
         for side in sides.values():
-            side.batches(x, y)
             for _ in range(2):  # warm-up: compilation, autotuning, allocator growth
                 getattr(side, mode)()
             side.sync()
