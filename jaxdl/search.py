@@ -1,11 +1,12 @@
 """Grid search with stratified k-fold cross-validation, the folds of a configuration trained at once.
 
 A GridSearchCV over a small network is dozens of tiny, identical trainings, each too small to keep the
-machine busy. Here every member of the search -- one (configuration, fold) pair -- is the same pure training
-function of (graphdef, params, opt_state, mask), so `jax.vmap` runs all of them in one compiled program:
+machine busy. Here every member of the search -- one (configuration, fold) pair -- trains with the library's own
+pure step (`jaxdl.train.train_step`) on (graphdef, state, batch with per-sample weights), so `jax.vmap` runs all
+of them in one compiled program:
 
 * Folds differ only by their training mask. Every member walks the SAME batches of the whole training set;
-  a sample outside the fold's training part gets weight 0 in the loss. Shapes stay static and the batches of
+  a sample outside the fold's training part gets weight 0 in the loss (the batch's "weight"). Shapes stay static and the batches of
   all members are one gather.
 * Configurations that differ in the learning rate differ only in optimizer state (`optax.inject_hyperparams`
   keeps it there), so they stack too.
@@ -35,23 +36,45 @@ from flax import nnx
 from scipy.stats import rankdata
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
+from jaxdl.train.config import TrainConfig
+from jaxdl.train.optim import optimizer
+from jaxdl.train.step import State, split, train_step
+
 Config = dict[str, Any]
 Builder = Callable[[Config, nnx.Rngs], nnx.Module]
 Grid = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]]
 
 # Grid keys the search consumes itself (the optimizer's); every other key goes to the builder.
 TRAIN_KEYS = ("lr",)
-_optimizer = optax.inject_hyperparams(optax.adam)
 
 
 class Member(NamedTuple):
     """One training run: a configuration on one fold (or on everything, for the refit)."""
 
     graphdef: nnx.GraphDef
-    params: nnx.State
-    rest: nnx.State  # every other Variable (e.g. a `Choice` index): per-member, held constant
-    opt_state: optax.OptState
-    mask: np.ndarray  # (n,) float32: 1 where the sample belongs to this member's training part
+    state: State  # jaxdl.train's carried state: params, rest (e.g. a `Choice` index, held constant), opt
+    mask: np.ndarray | None  # (n,) float32: 1 where the sample belongs to this member's training part
+
+
+def zoo(arch: str, num_classes: int = 10, **fixed: Any) -> Builder:
+    """A builder for a `jaxdl.models` architecture: a grid point's keys (but `TRAIN_KEYS`) are its options, on
+    top of `fixed`; e.g. `zoo("mlp", image_size=8)` with the grid {"hidden": [(32,), (64, 32)]}."""
+    from jaxdl import models
+
+    def build(config: Config, rngs: nnx.Rngs) -> nnx.Module:
+        try:
+            return models.create(arch, num_classes, rngs=rngs, **{**fixed, **config})
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+
+    return build
+
+
+def train_config(epochs: int, batch_size: int, lr: float, seed: int) -> TrainConfig:
+    """The search's training: Adam at a constant rate (torch.optim.Adam's defaults, GridSearchCV's MLP solver),
+    through the library's optimizer factory, so a grid point's `lr` is a value in its optimizer state."""
+    return TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr, weight_decay=0.0,
+                       schedule="constant", seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -84,30 +107,20 @@ def folds(y: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(StratifiedKFold(n_splits).split(np.zeros(len(y)), y))
 
 
-# --------------------------------------------------------------------------------- the pure training step
+# ----------------------------------------------------------------------------- the library's step, vmapped
 
 
-def _loss(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, x: jax.Array, y: jax.Array,
-          w: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the samples with weight 1 (the member's fold); 0 when the batch has none."""
-    logits = nnx.merge(graphdef, params, rest)(x)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1.0)
+def _epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, state: State, mask: jax.Array, x: jax.Array,
+           y: jax.Array, batches: jax.Array) -> State:
+    """One epoch of ONE member over `batches` (steps, batch) of sample indices, -1 marking padding: jaxdl.train's
+    step, with the member's fold as the per-sample weight of every batch."""
 
+    def body(state, idx):
+        weight = jnp.where(idx >= 0, mask[idx], 0.0)
+        state, _ = train_step(graphdef, state, {"image": x[idx], "label": y[idx], "weight": weight}, tx=tx)
+        return state, None
 
-def _epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, params: nnx.State, rest: nnx.State,
-           opt_state: optax.OptState, mask: jax.Array, x: jax.Array, y: jax.Array, batches: jax.Array):
-    """One epoch of ONE member over `batches` (steps, batch) of sample indices, -1 marking padding."""
-
-    def step(carry, idx):
-        params, opt_state = carry
-        w = jnp.where(idx >= 0, mask[idx], 0.0)
-        loss, grads = jax.value_and_grad(_loss, argnums=1)(graphdef, params, rest, x[idx], y[idx], w)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
-    return params, opt_state
+    return jax.lax.scan(body, state, batches)[0]
 
 
 def _logits(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, x: jax.Array) -> jax.Array:
@@ -119,11 +132,10 @@ _predict_one = jax.jit(lambda g, p, r, x: jnp.argmax(_logits(g, p, r, x), -1), s
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _epoch_many(graphdefs: tuple, tx, params: tuple, rests: tuple, opt_states: tuple, masks: tuple, x, y, batches):
+def _epoch_many(graphdefs: tuple, tx, states: tuple, masks: tuple, x, y, batches) -> tuple:
     """`_epoch` for every member of a shape group in one program: one vmapped sub-batch per graphdef."""
-    out = [jax.vmap(functools.partial(_epoch, g, tx), in_axes=(0, 0, 0, 0, None, None, None))(p, r, o, m, x, y, batches)
-           for g, p, r, o, m in zip(graphdefs, params, rests, opt_states, masks)]
-    return tuple(p for p, _ in out), tuple(o for _, o in out)
+    return tuple(jax.vmap(functools.partial(_epoch, g, tx), in_axes=(0, 0, None, None, None))(s, m, x, y, batches)
+                 for g, s, m in zip(graphdefs, states, masks))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -168,30 +180,26 @@ def _chunks(x: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def train(members: Sequence[Member], x: jax.Array, y: jax.Array, batches: np.ndarray,
-          tx: optax.GradientTransformation, vmapped: bool) -> list[nnx.State]:
-    """Train `members` (all of one parameter shape when vmapped) and return their final parameters."""
+          tx: optax.GradientTransformation, vmapped: bool) -> list[State]:
+    """Train `members` (all of one parameter shape when vmapped) and return their final states."""
     if not vmapped:
         trained = []
         for m in members:
-            params, opt_state = m.params, m.opt_state
+            state = m.state
             for epoch_batches in batches:
-                params, opt_state = _epoch_one(m.graphdef, tx, params, m.rest, opt_state, jnp.asarray(m.mask), x, y,
-                                               jnp.asarray(epoch_batches))
-            trained.append(params)
+                state = _epoch_one(m.graphdef, tx, state, jnp.asarray(m.mask), x, y, jnp.asarray(epoch_batches))
+            trained.append(state)
         return jax.block_until_ready(trained)
     subs = _by_graphdef([m.graphdef for m in members])
     graphdefs = tuple(members[s[0]].graphdef for s in subs)
-    params = tuple(_stack([members[i].params for i in s]) for s in subs)
-    rests = tuple(_stack([members[i].rest for i in s]) for s in subs)
-    opt_states = tuple(_stack([members[i].opt_state for i in s]) for s in subs)
+    states = tuple(_stack([members[i].state for i in s]) for s in subs)
     masks = tuple(jnp.asarray(np.stack([members[i].mask for i in s])) for s in subs)
     for epoch_batches in batches:
-        params, opt_states = _epoch_many(graphdefs, tx, params, rests, opt_states, masks, x, y,
-                                         jnp.asarray(epoch_batches))
+        states = _epoch_many(graphdefs, tx, states, masks, x, y, jnp.asarray(epoch_batches))
     trained: list = [None] * len(members)
-    for s, p in zip(subs, jax.device_get(params)):
+    for s, stacked in zip(subs, jax.device_get(states)):
         for j, i in enumerate(s):
-            trained[i] = jax.tree.map(lambda leaf: leaf[j], p)
+            trained[i] = jax.tree.map(lambda leaf: leaf[j], stacked)
     return trained
 
 
@@ -199,12 +207,12 @@ def predict(members: Sequence[Member], x: np.ndarray, vmapped: bool, chunk: int 
     """(members, n) predicted labels of every member on all of `x`."""
     n = len(x)
     if not vmapped:
-        return np.stack([np.concatenate([np.asarray(_predict_one(m.graphdef, m.params, m.rest, c))
+        return np.stack([np.concatenate([np.asarray(_predict_one(m.graphdef, m.state["params"], m.state["rest"], c))
                                          for c in _chunks(x, chunk)])[:n] for m in members])
     subs = _by_graphdef([m.graphdef for m in members])
     graphdefs = tuple(members[s[0]].graphdef for s in subs)
-    params = tuple(_stack([members[i].params for i in s]) for s in subs)
-    rests = tuple(_stack([members[i].rest for i in s]) for s in subs)
+    params = tuple(_stack([members[i].state["params"] for i in s]) for s in subs)
+    rests = tuple(_stack([members[i].state["rest"] for i in s]) for s in subs)
     parts = [_predict_many(graphdefs, params, rests, c) for c in _chunks(x, chunk)]
     out = np.empty((len(members), n), np.int32)
     for k, s in enumerate(subs):
@@ -215,7 +223,7 @@ def predict(members: Sequence[Member], x: np.ndarray, vmapped: bool, chunk: int 
 # ----------------------------------------------------------------------------------------------- the search
 
 
-def member(build: Builder, config: Config, mask: np.ndarray, lr: float, seed: int) -> Member:
+def member(build: Builder, config: Config, mask: np.ndarray, tx: optax.GradientTransformation, seed: int) -> Member:
     """Build `config`'s model from `seed` (the same for every fold, like a fixed random_state)."""
     arch = {k: v for k, v in config.items() if k not in TRAIN_KEYS}
     try:
@@ -225,18 +233,21 @@ def member(build: Builder, config: Config, mask: np.ndarray, lr: float, seed: in
     if jax.tree.leaves(nnx.state(model, nnx.Any(nnx.BatchStat, nnx.RngState))):
         raise ValueError("the search holds non-parameter state constant: models with BatchNorm statistics or "
                          "dropout RNGs are not supported")
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = _optimizer(learning_rate=config.get("lr", lr)).init(params)
-    return Member(graphdef, params, rest, opt_state, mask)
+    graphs, state = split(model, tx)
+    if "lr" in config:  # a constant rate is a value in the optimizer state: per member, in one program
+        rates = state["opt"].hyperparams
+        rates["learning_rate"] = jnp.asarray(config["lr"], rates["learning_rate"].dtype)
+    return Member(graphs.train, state, mask)
 
 
-def fit(build: Builder, config: Config, x: jax.Array, y: jax.Array, batches: np.ndarray,
-        tx: optax.GradientTransformation | None = None, lr: float = 1e-3, seed: int = 0) -> nnx.Module:
+def fit(build: Builder, config: Config, x: jax.Array, y: jax.Array, batches: np.ndarray, lr: float = 1e-3,
+        seed: int = 0) -> nnx.Module:
     """Train one configuration on ALL of (x, y): the refit, and a plain training run without a search."""
-    tx = _optimizer(learning_rate=lr) if tx is None else tx
-    m = member(build, config, np.ones(len(x), np.float32), lr, seed)
-    (params,) = train([m], jnp.asarray(x), jnp.asarray(y, jnp.int32), batches, tx, vmapped=False)
-    return nnx.merge(m.graphdef, params, m.rest)
+    epochs, steps, batch_size = batches.shape
+    tx = optimizer(train_config(epochs, batch_size, lr, seed), steps)
+    m = member(build, config, np.ones(len(x), np.float32), tx, seed)
+    (state,) = train([m], jnp.asarray(x), jnp.asarray(y, jnp.int32), batches, tx, vmapped=False)
+    return nnx.merge(m.graphdef, state["params"], state["rest"])
 
 
 
@@ -259,16 +270,17 @@ class GridSearch:
         masks = np.zeros((len(splits), len(x)), np.float32)
         for k, (train_idx, _) in enumerate(splits):
             masks[k, train_idx] = 1.0
-        # One init per configuration: every fold starts from it, as with a fixed random_state.
-        inits = [member(self.build, c, masks[0], self.lr, self.seed) for c in configs]
-        members = [m._replace(mask=masks[k]) for m in inits for k in range(len(splits))]
-        self.tx_ = _optimizer(learning_rate=self.lr)  # updates read each member's own lr from its state
         batches = schedule(len(x), self.batch_size, self.epochs, self.seed)
+        # updates read each member's own lr from its state
+        self.tx_ = optimizer(train_config(self.epochs, self.batch_size, self.lr, self.seed), batches.shape[1])
+        # One init per configuration: every fold starts from it, as with a fixed random_state.
+        inits = [member(self.build, c, masks[0], self.tx_, self.seed) for c in configs]
+        members = [m._replace(mask=masks[k]) for m in inits for k in range(len(splits))]
         xd, yd = jnp.asarray(x), jnp.asarray(y, jnp.int32)
 
         shapes: dict[Any, list[int]] = {}
         for i, m in enumerate(members):
-            leaves, treedef = jax.tree.flatten(m.params)
+            leaves, treedef = jax.tree.flatten(m.state["params"])
             shapes.setdefault((treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)), []).append(i)
         self.groups_ = [sorted({i // len(splits) for i in g}) for g in shapes.values()]
 
@@ -277,9 +289,9 @@ class GridSearch:
         # Vmapped: a shape group per program. Sequential: members one by one, each timed alone.
         for group in shapes.values() if self.vmap else [[i] for i in range(len(members))]:
             t0 = time.perf_counter()
-            params = train([members[i] for i in group], xd, yd, batches, self.tx_, self.vmap)
+            states = train([members[i] for i in group], xd, yd, batches, self.tx_, self.vmap)
             t1 = time.perf_counter()
-            preds = predict([members[i]._replace(params=p) for i, p in zip(group, params)], x, self.vmap)
+            preds = predict([members[i]._replace(state=st) for i, st in zip(group, states)], x, self.vmap)
             t2 = time.perf_counter()
             for i, pred in zip(group, preds):
                 test_idx = splits[i % len(splits)][1]
@@ -295,14 +307,14 @@ class GridSearch:
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
 
         t0 = time.perf_counter()
-        self.best_estimator_ = fit(self.build, self.best_params_, xd, yd, batches, self.tx_, self.lr, self.seed)
+        self.best_estimator_ = fit(self.build, self.best_params_, xd, yd, batches, self.lr, self.seed)
         self.refit_time_ = time.perf_counter() - t0
         self.log(f"best {self.best_params_}: CV {self.best_score_:.4f}; refit in {self.refit_time_:.1f} s")
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         graphdef, params, rest = nnx.split(self.best_estimator_, nnx.Param, ...)
-        return predict([Member(graphdef, params, rest, None, None)], x, vmapped=False)[0]
+        return predict([Member(graphdef, {"params": params, "rest": rest}, None)], x, vmapped=False)[0]
 
     def score(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(self.predict(x) == np.asarray(y)))

@@ -15,11 +15,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
-from experiments.mnist import builder
-from jaxdl import search
+from jaxdl import search, weights
 
 # Two widths (two programs); activation and lr vary inside the first, so they are vmapped together.
-GRID = [{"units": [8], "activation": ["relu", "tanh"], "lr": [1e-3, 3e-3]}, {"units": [16], "activation": ["relu"]}]
+GRID = [{"hidden": [(8,)], "activation_fn": ["relu", "tanh"], "lr": [1e-3, 3e-3]},
+        {"hidden": [(16,)], "activation_fn": ["relu"]}]
+BUILD = search.zoo("mlp", image_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _search(vmap: bool, grid=GRID, epochs: int = 1) -> search.GridSearch:
-    return search.GridSearch(builder("mlp", image_size=8), grid, cv=3, epochs=epochs, batch_size=32, vmap=vmap)
+    return search.GridSearch(BUILD, grid, cv=3, epochs=epochs, batch_size=32, vmap=vmap)
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,13 @@ def test_vmapped_search_equals_sequential(searches):
 def test_cv_results_match_gridsearchcv(searches, digits):
     x, y = digits
     ours = searches[0].cv_results_
-    sk_grid = [{"hidden_layer_sizes": [8], "activation": ["relu", "tanh"], "learning_rate_init": [1e-3, 3e-3]},
-               {"hidden_layer_sizes": [16], "activation": ["relu"]}]
+    sk_grid = [{"hidden_layer_sizes": [(8,)], "activation": ["relu", "tanh"], "learning_rate_init": [1e-3, 3e-3]},
+               {"hidden_layer_sizes": [(16,)], "activation": ["relu"]}]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         theirs = GridSearchCV(MLPClassifier(max_iter=2), sk_grid, cv=3).fit(x, y).cv_results_
-    rename = lambda k: k.replace("hidden_layer_sizes", "units").replace("learning_rate_init", "lr")  # noqa: E731
+    rename = lambda k: (k.replace("hidden_layer_sizes", "hidden").replace("learning_rate_init", "lr")  # noqa: E731
+                        .replace("activation", "activation_fn"))
     assert set(ours) == {rename(k) for k in theirs}
     for key, value in theirs.items():
         assert len(ours[rename(key)]) == len(value) == 5
@@ -85,31 +87,38 @@ def test_cv_results_match_gridsearchcv(searches, digits):
 
 def test_refit_trains_on_all_training_data(digits):
     x, y = digits
-    gs = _search(True, grid={"units": [8], "activation": ["relu"]}, epochs=1).fit(x, y)
+    gs = _search(True, grid={"hidden": [(8,)], "activation_fn": ["relu"]}, epochs=1).fit(x, y)
     batches = search.schedule(len(x), 32, 1, 0)
-    everything = search.fit(builder("mlp", 8), gs.best_params_, x, y, batches)
+    everything = search.fit(BUILD, gs.best_params_, x, y, batches)
     for refit, full in zip(jax.tree.leaves(gs.best_estimator_), jax.tree.leaves(everything)):
         np.testing.assert_allclose(refit, full, atol=1e-6)
     # and the comparison is sensitive: relabelling 10 of the 300 samples changes the trained weights.
-    changed = search.fit(builder("mlp", 8), gs.best_params_, x, np.where(np.arange(len(y)) < 290, y, 0), batches)
+    changed = search.fit(BUILD, gs.best_params_, x, np.where(np.arange(len(y)) < 290, y, 0), batches)
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(gs.best_estimator_),
                                                      jax.tree.leaves(changed)))
     assert 0.0 <= gs.score(x, y) <= 1.0
 
 
+def test_best_estimator_can_be_saved_and_reloaded(searches, digits, tmp_path):
+    """The refit model knows its spec (it was built by a builder, not by `create`), so it saves and reloads."""
+    best = searches[0].best_estimator_
+    weights.save(best, tmp_path / "best.safetensors")
+    again = weights.load(tmp_path / "best.safetensors")
+    x, _ = digits
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(best(x)))
+
+
 @pytest.mark.parametrize("grid, cv, message", [
-    ({"units": [8], "activation": ["swish"]}, 3, "unknown activation 'swish'"),
-    ({"units": [0]}, 3, "units must be a positive integer, got 0"),
-    ({"units": [-4]}, 3, "units must be a positive integer, got -4"),
+    ({"hidden": [(8,)], "activation_fn": ["swish"]}, 3, "cannot build grid point"),
     ({"lr": [0.0]}, 3, "lr must be a positive number, got 0.0"),
     ({}, 3, "empty parameter grid"),
-    ({"units": []}, 3, "non-empty"),
-    ({"depth": [2]}, 3, "unknown grid key(s) depth"),
-    ({"units": [8]}, 40, "folds=40 > "),
-    ({"units": [8]}, 1, "folds must be an integer >= 2"),
+    ({"hidden": []}, 3, "non-empty"),
+    ({"depth": [2]}, 3, "mlp takes no option depth"),
+    ({"hidden": [(8,)]}, 40, "folds=40 > "),
+    ({"hidden": [(8,)]}, 1, "folds must be an integer >= 2"),
 ])
 def test_bad_grid_values_give_one_line_errors(digits, grid, cv, message):
     x, y = digits
     with pytest.raises(ValueError) as err:
-        search.GridSearch(builder("mlp", 8), grid, cv=cv, epochs=1).fit(x, y)
+        search.GridSearch(BUILD, grid, cv=cv, epochs=1).fit(x, y)
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -2,6 +2,9 @@
 
 Models take NHWC float images and return logits. `model.train()` / `model.eval()` switch BatchNorm and dropout
 as in torchvision. Construction never downloads anything; pretrained weights come through `convert`.
+
+`REGISTRY` holds one record per architecture: its builder, family, classifier layer, input constraints,
+PyTorch twin and default options. Everything else that needs to know an architecture asks it.
 """
 
 from __future__ import annotations
@@ -9,67 +12,123 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from flax import nnx
 
 from jaxdl.models import alexnet, resnet, small, vgg
 from jaxdl.models.alexnet import AlexNet
+from jaxdl.models.ops import DEFAULT, XLA, ConvPolicy
 from jaxdl.models.resnet import ResNet
 from jaxdl.models.small import CNN, MLP, LeNet5
+from jaxdl.models.spec import ModelSpec
 from jaxdl.models.vgg import VGG
-
-_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
-    "mlp": MLP,
-    "cnn": CNN,
-    "lenet5": LeNet5,
-    "alexnet": alexnet.alexnet,
-    **{name: functools.partial(vgg.vgg, name) for depth in vgg.DEPTHS for name in (depth, f"{depth}_bn")},
-    **{name: functools.partial(resnet.resnet, name) for name in resnet.CONFIGS},
-}
-
-# Architectures with a torchvision twin (and so ImageNet weights to convert).
-TORCHVISION = tuple(name for name in _BUILDERS if name not in ("mlp", "cnn", "lenet5"))
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What `create` was called with: enough to rebuild the model when loading saved weights."""
+class Architecture:
+    """Everything jaxdl knows about one architecture, in one place.
 
-    arch: str
-    num_classes: int
-    options: tuple[tuple[str, Any], ...] = ()
+    twin: where its PyTorch twin lives, "module:attribute" (torchvision's own model, or the course's small
+        models written the PyTorch way in `convert.twins`); imported only by the converter and the tests.
+    min_input_size: the smallest square input its layers accept (torchvision's AlexNet fails below 63x63).
+    options: the keyword options `create` accepts beyond num_classes, with their defaults.
+    """
+
+    name: str
+    family: str
+    build: Callable[..., nnx.Module]
+    head: str  # dotted path of the classifier layer, the one a new `num_classes` replaces when fine-tuning
+    twin: str
+    min_input_size: int = 1
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def torchvision(self) -> bool:
+        return self.twin.startswith("torchvision.")
+
+
+def _options(builder: Callable[..., Any]) -> Mapping[str, Any]:
+    params = inspect.signature(builder.__init__ if isinstance(builder, type) else builder).parameters
+    return MappingProxyType({k: p.default for k, p in params.items()
+                             if k not in ("self", "name", "num_classes", "rngs", "conv") and p.default is not p.empty})
+
+
+def _record(name: str, family: str, build: Callable[..., nnx.Module], head: str, twin: str,
+            min_input_size: int = 1) -> Architecture:
+    return Architecture(name, family, build, head, twin, min_input_size, _options(build))
+
+
+REGISTRY: Mapping[str, Architecture] = MappingProxyType({a.name: a for a in [
+    _record("mlp", "mlp", MLP, "fc", "convert.twins:MLP"),
+    _record("cnn", "cnn", CNN, "fc2", "convert.twins:CNN"),
+    _record("lenet5", "lenet5", LeNet5, "fc3", "convert.twins:LeNet5"),
+    _record("alexnet", "alexnet", alexnet.alexnet, "classifier.6", "torchvision.models:alexnet",
+            alexnet.MIN_INPUT_SIZE),
+    *(_record(name, "vgg", functools.partial(vgg.vgg, name), "classifier.6", f"torchvision.models:{name}")
+      for depth in vgg.DEPTHS for name in (depth, f"{depth}_bn")),
+    *(_record(name, "resnet", functools.partial(resnet.resnet, name), "fc", f"torchvision.models:{name}")
+      for name in resnet.CONFIGS),
+]})
+
+# Architectures with a torchvision twin (and so ImageNet weights to convert).
+TORCHVISION = tuple(name for name, a in REGISTRY.items() if a.torchvision)
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def architecture(name: str) -> Architecture:
+    """The registry record of `name`, or one line naming the choices."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def check_name(name: str) -> None:
+    architecture(name)
 
 
 def head(arch: str) -> str:
     """Dotted path of the classifier layer, the one a new `num_classes` replaces when fine-tuning."""
-    check_name(arch)
-    return {"mlp": "fc", "cnn": "fc2", "lenet5": "fc3"}.get(arch, "fc" if arch.startswith("resnet") else "classifier.6")
+    return architecture(arch).head
 
 
-def names() -> list[str]:
-    return list(_BUILDERS)
+def create(name: str, num_classes: int = 10, *, conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs | None = None,
+           **options) -> nnx.Module:
+    """Build `name` with fresh weights (torchvision's initialisation scheme), in training mode.
 
-
-def check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(_BUILDERS)}")
-
-
-def create(name: str, num_classes: int = 10, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Module:
-    """Build `name` with fresh weights (torchvision's initialisation scheme), in training mode."""
-    check_name(name)
-    builder = _BUILDERS[name]
-    accepted = inspect.signature(builder.__init__ if isinstance(builder, type) else builder).parameters
-    unknown = [k for k in kwargs if k not in accepted]
+    `conv` chooses how convolutions run (see `ConvPolicy`), never what they compute; `options` are the
+    architecture's own (`REGISTRY[name].options`, e.g. image_size for the small models).
+    """
+    arch = architecture(name)
+    unknown = [k for k in options if k not in arch.options]
     if unknown:
-        options = [k for k in accepted if k not in ("self", "name", "num_classes", "rngs")]
-        raise TypeError(f"{name} takes no option {', '.join(unknown)} (it takes: {', '.join(options) or 'none'})")
-    model = builder(num_classes=num_classes, rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs)
-    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-    model.spec = ModelSpec(name, num_classes, options)
+        raise TypeError(f"{name} takes no option {', '.join(unknown)} (it takes: {', '.join(arch.options) or 'none'})")
+    return arch.build(num_classes=num_classes, conv=conv, rngs=rngs if rngs is not None else nnx.Rngs(0), **options)
+
+
+def spec(model: nnx.Module) -> ModelSpec:
+    """The model's `ModelSpec`, or one line saying it is not one of the zoo's models."""
+    found = getattr(model, "spec", None)
+    if not isinstance(found, ModelSpec):
+        raise ValueError(f"a {type(model).__name__} is not a jaxdl.models architecture: it has no spec to save or "
+                         "convert it by")
+    return found
+
+
+def with_conv(model: nnx.Module, conv: ConvPolicy) -> nnx.Module:
+    """A copy of `model` (same weights, same mode) whose convolutions run under `conv`."""
+    model = nnx.clone(model)
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, nnx.Conv):
+            module.conv_general_dilated = conv
     return model
 
 
-__all__ = ["AlexNet", "CNN", "LeNet5", "MLP", "ModelSpec", "ResNet", "TORCHVISION", "VGG", "check_name", "create", "head", "names"]
+__all__ = ["AlexNet", "Architecture", "CNN", "ConvPolicy", "DEFAULT", "LeNet5", "MLP", "ModelSpec", "REGISTRY",
+           "ResNet", "TORCHVISION", "VGG", "XLA", "architecture", "check_name", "create", "head", "names", "spec",
+           "with_conv"]

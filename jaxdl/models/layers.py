@@ -55,9 +55,11 @@ def conv2d(
     bias: bool = True,
     *,
     kernel_init: nnx.Initializer = torch_default,
+    conv: ops.ConvPolicy = ops.DEFAULT,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """`nn.Conv2d` with PyTorch's symmetric padding; the kernel is HWIO, the NHWC layout XLA prefers."""
+    """`nn.Conv2d` with PyTorch's symmetric padding; the kernel is HWIO, the NHWC layout XLA prefers.
+    `conv` chooses the form the convolution runs in (see `ops.ConvPolicy`), never its result."""
     fan_in = in_channels * kernel_size * kernel_size
     bias_init = torch_bias(fan_in) if kernel_init is torch_default else nnx.initializers.zeros
     return nnx.Conv(
@@ -69,7 +71,7 @@ def conv2d(
         use_bias=bias,
         kernel_init=kernel_init,
         bias_init=bias_init,
-        conv_general_dilated=ops.conv_general_dilated,
+        conv_general_dilated=conv,
         rngs=rngs,
     )
 

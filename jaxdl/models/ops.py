@@ -14,13 +14,15 @@ Folding blocks of pixels into channels (`space_to_depth_conv`) gives XLA the sam
 channels on a smaller map, which it runs several times faster despite the zero taps this adds.
 
 GPUs and TPUs keep `lax.conv_general_dilated` (cuDNN and friends) and only the pooling backward changes.
+`ConvPolicy` is the one place these choices are made.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -30,57 +32,68 @@ from jax import lax
 from jaxdl.models.conv import conv
 
 Array = jax.Array
-
-# Output maps at most this large (height and width) take the GEMM form on CPU; measured in BENCHMARKS.md.
-GEMM_MAX_OUTPUT = 2
-# Stride-1 convolutions with at most this many output channels take the space-to-depth form on CPU, on blocks
-# of SPACE_TO_DEPTH_BLOCK x SPACE_TO_DEPTH_BLOCK pixels (measured on LeNet-5, BENCHMARKS.md; 0 turns it off).
-SPACE_TO_DEPTH_MAX_OUT_CHANNELS = 16
-SPACE_TO_DEPTH_BLOCK = 2
-_fast_paths = True
+Form = Literal["gemm", "space_to_depth", "canonical", "xla"]
 
 
-def conv_general_dilated(
-    lhs: Array,
-    rhs: Array,
-    window_strides: Sequence[int],
-    padding: Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    precision=None,
-    **kwargs,
-) -> Array:
-    """`lax.conv_general_dilated` for NHWC/HWIO.  On CPU plain convolutions take the GEMM form on small maps, the
-    space-to-depth form with few output channels, and otherwise jaxdl's canonical-derivative primitive (`conv.conv`:
-    XLA's own program at the top level, fast inside loops)."""
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
-    plain = feature_group_count == 1 and not kwargs and all(
-        d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation)
-    )
-    if plain and lhs.ndim == 4 and jax.default_backend() == "cpu" and _fast_paths:
+@dataclasses.dataclass(frozen=True)
+class ConvPolicy:
+    """Which form each convolution of a model takes: the one place the choice is made.
+
+    A model's layers are built with a policy (`create(arch, conv=...)`, as Flax's ImageNet example passes
+    `conv=`), and call it in place of `lax.conv_general_dilated`. Every form computes the same convolution
+    (exact against `lax` in float64, derivatives included: tests/test_ops.py); only speed differs.
+
+    backend: "auto" takes the CPU forms when the computation runs on a CPU and XLA's own convolutions on
+        GPUs and TPUs (cuDNN and friends); "cpu" takes the CPU forms everywhere, "xla" XLA's everywhere (the
+        accelerator path, runnable and testable on a CPU, and the reference for counting a model's FLOPs).
+    gemm_max_output: output maps at most this large (height and width) run as patches + one GEMM; XLA:CPU's
+        convolution is 30-45x slower there (BENCHMARKS.md).
+    space_to_depth_max_out_channels, space_to_depth_block: stride-1 convolutions with at most this many
+        output channels run on block x block pixel blocks folded into channels (LeNet-5; 0 turns it off).
+    The other CPU convolutions go through `conv.conv`, XLA's own program at the top level whose derivatives
+    stay fast inside loops (the Hessian tools').
+    """
+
+    backend: Literal["auto", "cpu", "xla"] = "auto"
+    gemm_max_output: int = 2
+    space_to_depth_max_out_channels: int = 16
+    space_to_depth_block: int = 2
+
+    def form(self, x_shape: Sequence[int], w_shape: Sequence[int], strides: Sequence[int],
+             padding: Sequence[Sequence[int]]) -> Form:
+        """The form a plain NHWC/HWIO convolution of these shapes takes under this policy."""
+        cpu = self.backend == "cpu" or (self.backend == "auto" and jax.default_backend() == "cpu")
+        if not cpu:
+            return "xla"
+        out = [(x_shape[1 + a] + sum(padding[a]) - w_shape[a]) // strides[a] + 1 for a in range(2)]
+        if max(out) <= self.gemm_max_output:
+            return "gemm"
+        if (self.space_to_depth_block and tuple(strides) == (1, 1)
+                and w_shape[3] <= self.space_to_depth_max_out_channels):
+            return "space_to_depth"
+        return "canonical"
+
+    def __call__(self, lhs: Array, rhs: Array, window_strides: Sequence[int], padding: Sequence[tuple[int, int]],
+                 lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+                 dimension_numbers=None, feature_group_count: int = 1, precision=None, **kwargs) -> Array:
+        """`lax.conv_general_dilated`'s signature, so `nnx.Conv(conv_general_dilated=policy)` calls it."""
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # Flax always passes out_sharding
+        plain = lhs.ndim == 4 and feature_group_count == 1 and not kwargs and all(
+            d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation))
         strides, pads = tuple(window_strides), tuple(map(tuple, padding))
-        out = [(lhs.shape[1 + a] + sum(pads[a]) - rhs.shape[a]) // strides[a] + 1 for a in range(2)]
-        if max(out) <= GEMM_MAX_OUTPUT:
+        form = self.form(lhs.shape, rhs.shape, strides, pads) if plain else "xla"
+        if form == "gemm":
             return gemm_conv(lhs, rhs, strides, pads, precision)
-        if SPACE_TO_DEPTH_BLOCK and strides == (1, 1) and rhs.shape[3] <= SPACE_TO_DEPTH_MAX_OUT_CHANNELS:
-            return space_to_depth_conv(lhs, rhs, pads, SPACE_TO_DEPTH_BLOCK, precision)
-        return conv(lhs, rhs, strides, pads, precision=precision)
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
+        if form == "space_to_depth":
+            return space_to_depth_conv(lhs, rhs, pads, self.space_to_depth_block, precision)
+        if form == "canonical":
+            return conv(lhs, rhs, strides, pads, precision=precision)
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, precision=precision, **kwargs)
 
 
-@contextlib.contextmanager
-def reference_convolutions() -> Iterator[None]:
-    """Trace convolutions as plain `lax.conv_general_dilated` inside this block: to count a model's own FLOPs
-    (the zero taps of the space-to-depth form are an implementation cost, not the model's arithmetic)."""
-    global _fast_paths
-    _fast_paths, saved = False, _fast_paths
-    try:
-        yield
-    finally:
-        _fast_paths = saved
+DEFAULT = ConvPolicy()  # what every model gets unless told otherwise
+XLA = ConvPolicy("xla")  # XLA's convolutions only: the accelerator path, and the reference for FLOP counts
 
 
 def gemm_conv(x: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],

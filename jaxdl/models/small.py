@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxdl.models.layers import Array, Sequential, conv2d, flatten, linear, max_pool2d
+from jaxdl.models.ops import DEFAULT, ConvPolicy
+from jaxdl.models.spec import ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": nnx.relu,
@@ -33,7 +35,10 @@ class MLP(nnx.Module):
     """Dense network; softmax lives in the loss (cross-entropy on logits), as in PyTorch."""
 
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, image_size: int = 28,
-                 hidden: Sequence[int] = (256, 128), activation_fn: str = "relu", rngs: nnx.Rngs):
+                 hidden: Sequence[int] = (256, 128), activation_fn: str = "relu", conv: ConvPolicy = DEFAULT,
+                 rngs: nnx.Rngs):
+        self.spec = ModelSpec.of("mlp", num_classes, in_channels=in_channels, image_size=image_size,
+                                 hidden=tuple(hidden), activation_fn=activation_fn)
         widths = [image_size * image_size * in_channels, *hidden]
         act = activation(activation_fn)
         layers: list = []
@@ -61,9 +66,11 @@ class CNN(nnx.Module):
     """The seeds' MNIST CNN: conv32-pool-conv64-pool-dense(units)-out, 3x3 valid convs, 2x2 max pools."""
 
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, image_size: int = 28, units: int = 128,
-                 activation_fn: str = "relu", rngs: nnx.Rngs):
-        self.conv1 = conv2d(in_channels, 32, 3, rngs=rngs)
-        self.conv2 = conv2d(32, 64, 3, rngs=rngs)
+                 activation_fn: str = "relu", conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs):
+        self.spec = ModelSpec.of("cnn", num_classes, in_channels=in_channels, image_size=image_size, units=units,
+                                 activation_fn=activation_fn)
+        self.conv1 = conv2d(in_channels, 32, 3, conv=conv, rngs=rngs)
+        self.conv2 = conv2d(32, 64, 3, conv=conv, rngs=rngs)
         self.pool = max_pool2d(2)
         self.act = activation(activation_fn)
         self.fc1 = linear(math.prod(cnn_feature_shape(image_size)), units, rngs=rngs)
@@ -78,9 +85,11 @@ class CNN(nnx.Module):
 class LeNet5(nnx.Module):
     """LeNet-5 in its modern form (ReLU, max pooling); at 32x32 the last conv map is LeCun's 5x5x16."""
 
-    def __init__(self, num_classes: int = 10, *, in_channels: int = 3, image_size: int = 32, rngs: nnx.Rngs):
-        self.conv1 = conv2d(in_channels, 6, 5, rngs=rngs)
-        self.conv2 = conv2d(6, 16, 5, rngs=rngs)
+    def __init__(self, num_classes: int = 10, *, in_channels: int = 3, image_size: int = 32,
+                 conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs):
+        self.spec = ModelSpec.of("lenet5", num_classes, in_channels=in_channels, image_size=image_size)
+        self.conv1 = conv2d(in_channels, 6, 5, conv=conv, rngs=rngs)
+        self.conv2 = conv2d(6, 16, 5, conv=conv, rngs=rngs)
         self.pool = max_pool2d(2)
         self.fc1 = linear(math.prod(lenet5_feature_shape(image_size)), 120, rngs=rngs)
         self.fc2 = linear(120, 84, rngs=rngs)

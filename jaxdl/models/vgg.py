@@ -15,6 +15,8 @@ from jaxdl.models.layers import (
     linear,
     max_pool2d,
 )
+from jaxdl.models.ops import DEFAULT, ConvPolicy
+from jaxdl.models.spec import ModelSpec
 
 # torchvision's configurations: channel counts, "M" for a 2x2 max pool.
 CFGS: dict[str, list[int | str]] = {
@@ -29,14 +31,22 @@ FEATURE_SHAPE = (512, 7, 7)  # (C, H, W) entering the classifier, after the adap
 linear_init = nnx.initializers.normal(0.01)
 
 
-def make_features(cfg: list[int | str], batch_norm: bool, *, rngs: nnx.Rngs) -> Sequential:
+def name_of(cfg: list[int | str], batch_norm: bool) -> str:
+    """The registry name of a configuration; other configurations are not torchvision's."""
+    for depth, key in DEPTHS.items():
+        if CFGS[key] == list(cfg):
+            return f"{depth}_bn" if batch_norm else depth
+    raise ValueError(f"VGG configuration {cfg} is none of torchvision's ({', '.join(DEPTHS)})")
+
+
+def make_features(cfg: list[int | str], batch_norm: bool, *, conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs) -> Sequential:
     layers = []
     in_channels = 3
     for v in cfg:
         if v == "M":
             layers.append(max_pool2d(2, 2))
             continue
-        layers.append(conv2d(in_channels, v, 3, 1, 1, kernel_init=kaiming_fan_out, rngs=rngs))
+        layers.append(conv2d(in_channels, v, 3, 1, 1, kernel_init=kaiming_fan_out, conv=conv, rngs=rngs))
         if batch_norm:
             layers.append(BatchNorm2d(v))
         layers.append(nnx.relu)
@@ -46,8 +56,9 @@ def make_features(cfg: list[int | str], batch_norm: bool, *, rngs: nnx.Rngs) -> 
 
 class VGG(nnx.Module):
     def __init__(self, cfg: list[int | str], batch_norm: bool, num_classes: int = 1000, dropout: float = 0.5, *,
-                 rngs: nnx.Rngs):
-        self.features = make_features(cfg, batch_norm, rngs=rngs)
+                 conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs):
+        self.spec = ModelSpec.of(name_of(cfg, batch_norm), num_classes, **({} if dropout == 0.5 else {"dropout": dropout}))
+        self.features = make_features(cfg, batch_norm, conv=conv, rngs=rngs)
         zeros = nnx.initializers.zeros
         c, h, w = FEATURE_SHAPE
         self.classifier = Sequential([
@@ -65,6 +76,7 @@ class VGG(nnx.Module):
         return self.classifier(flatten(x))
 
 
-def vgg(name: str, num_classes: int = 1000, *, rngs: nnx.Rngs) -> VGG:
+def vgg(name: str, num_classes: int = 1000, dropout: float = 0.5, *, conv: ConvPolicy = DEFAULT,
+        rngs: nnx.Rngs) -> VGG:
     depth, _, bn = name.partition("_")
-    return VGG(CFGS[DEPTHS[depth]], bn == "bn", num_classes, rngs=rngs)
+    return VGG(CFGS[DEPTHS[depth]], bn == "bn", num_classes, dropout, conv=conv, rngs=rngs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-OPTIMIZERS = ("sgd", "nesterov", "adamw")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 
@@ -13,8 +13,8 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 class TrainConfig:
     """Everything that changes the numbers a run produces (and nothing that does not, e.g. paths).
 
-    weight_decay follows each optimizer's PyTorch twin: added to the gradient for SGD (torch.optim.SGD),
-    decoupled for AdamW (torch.optim.AdamW). mixed_precision computes in bfloat16 while the carried
+    weight_decay follows each optimizer's PyTorch twin: added to the gradient for SGD and Adam
+    (torch.optim.SGD, torch.optim.Adam), decoupled for AdamW (torch.optim.AdamW). mixed_precision computes in bfloat16 while the carried
     parameters, optimizer state and BatchNorm statistics stay float32.
     """
 
@@ -35,8 +35,10 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < float("inf"):
             raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
 

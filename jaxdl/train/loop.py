@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jaxdl.data import Loader
 from jaxdl.train import parallel, step
 from jaxdl.train.checkpoint import CheckpointMismatch, Checkpoints
 from jaxdl.train.config import TrainConfig
@@ -37,27 +37,39 @@ class Evaluation:
     images_per_s: float
 
 
-@dataclass
+class Loader(Protocol):
+    """What the loop reads batches from (`jaxdl.data.Loader` is one): a fixed number of batches per epoch,
+    each a pure function of (epoch, index), so a resumed run sees the batches it would have seen."""
+
+    batch_size: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]: ...
+
+
 class Trainer:
-    """A model's graphs, its carried state and the compiled steps, laid out on `mesh`."""
+    """A model's graphs, its carried state and the compiled steps, laid out on `mesh`.
 
-    model: nnx.Module
-    config: TrainConfig
-    steps_per_epoch: int
-    mesh: jax.sharding.Mesh = field(default_factory=parallel.mesh)
-    progress: bool = True
-    name: str = ""
+    The model passed in is not changed: training works on the carried state, and `trainer.model` is the
+    model with the current weights (after `fit`, the trained ones).
+    """
 
-    def __post_init__(self) -> None:
-        parallel.check_batch_size(self.config.batch_size, self.mesh)
+    def __init__(self, model: nnx.Module, config: TrainConfig, steps_per_epoch: int, *,
+                 mesh: jax.sharding.Mesh | None = None, progress: bool = True, name: str = "") -> None:
+        self.config, self.steps_per_epoch, self.progress, self.name = config, steps_per_epoch, progress, name
+        self.mesh = parallel.mesh() if mesh is None else mesh
+        parallel.check_batch_size(config.batch_size, self.mesh)
         self.replicated, self.sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        tx, self.train_step, self.eval_step = step.compile_steps(self.config, self.steps_per_epoch, self.replicated)
-        self.graphs, state = step.split(self.model, tx)
+        tx, self.train_step, self.eval_step = step.compile_steps(config, steps_per_epoch, self.replicated)
+        self.graphs, state = step.split(model, tx)
         self.state = parallel.place(state, self.replicated)
         self.history: list[dict[str, Any]] = []
 
-    def trained_model(self) -> nnx.Module:
-        """The model carrying the current state, in eval mode."""
+    @property
+    def model(self) -> nnx.Module:
+        """The model carrying the current weights (after `fit`: the trained ones), in eval mode; a new object,
+        detached from the trainer, on every access."""
         return step.merge(self.graphs, jax.device_get(self.state))
 
     def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, resume: bool = False) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ class Graphs:
 
 
 def split(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Graphs, State]:
-    """GraphDefs and the initial carried state of `model` (left in eval mode)."""
+    """GraphDefs and the initial carried state of `model`, which is left as it was (mode included)."""
+    model = nnx.clone(model)
     model.train()
     train_graph, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -62,21 +63,32 @@ def _is_float(x: jax.Array) -> bool:
 
 def train_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *, tx: optax.GradientTransformation,
                label_smoothing: float = 0.0, compute_dtype: jnp.dtype | None = None) -> tuple[State, dict[str, jax.Array]]:
-    """One optimizer step on the batch mean of the (label-smoothed) cross-entropy."""
-    images, labels = batch["image"], batch["label"]
+    """One optimizer step on the batch mean of the (label-smoothed) cross-entropy.
+
+    The batch holds "image" and "label", and optionally "weight": a per-sample 0/1 weight (a grid search gives
+    0 to the samples outside a fold's training part, so every fold walks the same static-shaped batches). The
+    loss is then sum(weight * ce) / max(sum(weight), 1); BatchNorm still sees every sample of the batch.
+    Pure, so it can be jitted, scanned and vmapped (over models, folds and configurations) alike.
+    """
+    images, labels, weight = batch["image"], batch["label"], batch.get("weight")
 
     def loss_fn(params):  # copy=True: fresh Variables in this trace, which BatchNorm may then update
         model = nnx.merge(graphdef, _cast(params, compute_dtype), state["rest"], copy=True)
         logits = model(_cast(images, compute_dtype)).astype(jnp.float32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        losses = optax.softmax_cross_entropy(logits, targets)
+        loss = losses.mean() if weight is None else jnp.sum(weight * losses) / jnp.maximum(jnp.sum(weight), 1.0)
         return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
     (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     rest = jax.tree.map(lambda new, old: new.astype(old.dtype) if _is_float(old) else new, rest, state["rest"])
-    metrics = {"loss": loss, "correct": jnp.sum(logits.argmax(-1) == labels), "count": jnp.asarray(labels.shape[0])}
+    hits = logits.argmax(-1) == labels
+    if weight is None:
+        metrics = {"loss": loss, "correct": jnp.sum(hits), "count": jnp.asarray(labels.shape[0])}
+    else:
+        metrics = {"loss": loss, "correct": jnp.sum(weight * hits), "count": jnp.sum(weight)}
     return {"params": params, "rest": rest, "opt": opt}, metrics
 
 
