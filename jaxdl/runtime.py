@@ -1,0 +1,35 @@
+"""Opt-in process settings, for programs (the CLIs) rather than libraries: importing jaxdl changes nothing.
+
+XLA reads its flags once, when JAX first touches a backend; so a program opts in before it computes anything,
+and a notebook or library that imports jaxdl keeps whatever XLA setup it has.
+"""
+
+from __future__ import annotations
+
+import os
+
+# XLA CPU's YNNPACK convolutions make float32 training steps 1.7x slower than its Eigen ones on this zoo
+# (`python -m experiments.bench`, BENCHMARKS.md); this flag keeps single convolutions off YNNPACK.
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
+
+def _backends_initialized() -> bool:
+    try:
+        from jax._src import xla_bridge  # no public API says whether XLA has read its flags yet
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False
+
+
+def use_fast_cpu_flags() -> bool:
+    """Add jaxdl's XLA CPU flag to XLA_FLAGS, unless the user set that flag (or JAXDL_CPU_FLAGS=0) or JAX has
+    already started (then it would not apply, and changing the environment would only mislead subprocesses).
+    Returns whether the flag is now in effect for this process. Call it first thing in a program's main."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return YNN_FLAG in flags and not _backends_initialized()
+    if os.environ.get("JAXDL_CPU_FLAGS", "1") == "0" or _backends_initialized():
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
+    return True
