@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from convert.keymaps import keymap
+from jaxdl.models import architecture, spec
 from jaxdl.weights import assign, blank, fresh_head, key, variables
 
 
@@ -35,15 +36,16 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
     A `num_classes` other than the checkpoint's keeps the whole backbone and gives the model a freshly
     initialised head (seeded by `seed`), which is what fine-tuning on a new data set wants.
     """
-    km = keymap(arch, options)
     state = {k: _numpy(v) for k, v in state_dict.items()}
-    head = state.get(f"{km.head}.weight")
+    head_key = f"{architecture(arch).head}.weight"
+    head = state.get(head_key)
     if num_classes is None:
         if head is None:
-            raise ConversionError(f"cannot convert to {arch}: the state_dict has no {km.head}.weight to take num_classes from")
+            raise ConversionError(f"cannot convert to {arch}: the state_dict has no {head_key} to take num_classes from")
         num_classes = head.shape[0]
     replace_head = head is not None and head.shape[0] != num_classes
     model = blank(arch, num_classes, seed=seed, **options)
+    km = keymap(model)
     targets = variables(model)
 
     known = {e.torch_key for e in km.entries}
@@ -77,7 +79,7 @@ def to_torch(model: nnx.Module) -> dict:
     """
     import torch
 
-    km = keymap(model.spec.arch, dict(model.spec.options))
+    km = keymap(model)
     source = variables(model)
     out = {}
     for e in km.entries:

@@ -6,9 +6,6 @@ it belongs in, so a user without network can fetch it elsewhere and put it there
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,14 +13,16 @@ from flax import nnx
 
 from convert.core import from_torch
 from jaxdl import weights as jaxdl_weights
+from jaxdl.files import PROBE_TIMEOUT_S, cache_dir, digest, reachable
 
 
 class WeightsUnavailable(RuntimeError):
     """Pretrained weights that are neither cached nor downloadable."""
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("JAXDL_DATA", Path.home() / ".cache" / "jaxdl")) / "weights"
+def weights_dir() -> Path:
+    """Converted weights live beside the data sets, under the one cache root (`jaxdl.files.cache_dir`)."""
+    return cache_dir() / "weights"
 
 
 def weights_entry(arch: str, weights: str = "imagenet"):
@@ -38,24 +37,18 @@ def weights_entry(arch: str, weights: str = "imagenet"):
         raise ValueError(f"{arch} has no weights {weights!r}: choose imagenet or one of {', '.join(available.__members__)}") from None
 
 
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    parts = urlparse(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def torch_file(arch: str, weights: str = "imagenet", timeout: float = PROBE_TIMEOUT_S) -> Path:
+    """The .pth file in torch's hub cache, downloaded (hash-checked by torchvision) if absent and reachable.
 
-
-def torch_file(arch: str, weights: str = "imagenet", timeout: float = 3.0) -> Path:
-    """The .pth file in torch's hub cache, downloaded (hash-checked by torchvision) if absent and reachable."""
+    Reachability is the bounded probe of `jaxdl.files`: a plain connect with a timeout still waits out
+    a hanging DNS lookup, and torch's own download would then retry for minutes.
+    """
     import torch
 
     entry = weights_entry(arch, weights)
     file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(entry.url).path).name
     if not file.exists():
-        if not reachable(entry.url, timeout):
+        if not reachable([entry.url], timeout):
             raise WeightsUnavailable(
                 f"{arch} {entry.name} weights are not cached and {urlparse(entry.url).hostname} is unreachable: "
                 f"download {entry.url} and put it in {file.parent}/"
@@ -82,27 +75,19 @@ def load_pth(file: str | Path) -> dict:
     return obj
 
 
-def sha256(file: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_file(file: str | Path, arch: str, num_classes: int | None = None, *, source: str | None = None,
                  out: str | Path | None = None) -> nnx.Module:
     """Convert a .pth file; with `out`, also save it as safetensors, recording the source and its sha256."""
     model = from_torch(load_pth(file), arch, num_classes)
     if out is not None:
-        jaxdl_weights.save(model, out, source=source or str(file), source_sha256=sha256(file))
+        jaxdl_weights.save(model, out, source=source or str(file), source_sha256=digest(file))
     return model
 
 
 def pretrained(arch: str, num_classes: int | None = None, weights: str = "imagenet", *, seed: int = 0) -> nnx.Module:
     """`arch` with torchvision's pretrained weights; the converted file is cached, so later calls need no torch."""
     entry = weights_entry(arch, weights)
-    cached = cache_dir() / f"{arch}-{entry.name}.safetensors"
+    cached = weights_dir() / f"{arch}-{entry.name}.safetensors"
     if not cached.exists():
         convert_file(torch_file(arch, weights), arch, source=entry.url, out=cached)
     return jaxdl_weights.load(cached, num_classes, seed=seed)

@@ -1,26 +1,29 @@
-"""Explicit parameter maps from PyTorch state_dict keys to jaxdl parameter paths, one per family.
+"""Parameter maps between PyTorch state_dict keys and jaxdl parameter paths, derived from the model itself.
 
-The torchvision architectures map to torchvision's own modules; the course's small models map to their
-PyTorch twins in `convert.twins`.
+jaxdl's models are laid out as their PyTorch twins (torchvision's for its architectures, `convert.twins` for the
+course's small models), so a parameter's path already is its state_dict key: `layer1.0.conv1.kernel` is
+`layer1.0.conv1.weight`. The map is derived by walking the model's layers, the layer type choosing the name
+and layout of each tensor. Only the true exceptions are written down:
 
-Each map is generated from the same architecture tables the models are built from (block counts, VGG configs),
-never from state_dict order or name guessing, so a key that does not belong is an error, not a silent skip.
+- the first Linear after a flatten: PyTorch flattens (C, H, W), jaxdl (H, W, C), so its rows are permuted
+  (`FLATTENED`, per family);
+- BatchNorm's `num_batches_tracked`, a PyTorch-only counter with no jaxdl counterpart.
+
+A key that does not belong is an error, never a silent skip: every weight of the model must be mapped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from flax import nnx
 
-from jaxdl.models import check_name, head
-from jaxdl.models import alexnet as alexnet_lib
-from jaxdl.models import resnet as resnet_lib
-from jaxdl.models import small as small_lib
-from jaxdl.models import vgg as vgg_lib
+from jaxdl.models import alexnet, architecture, small, spec, vgg
+from jaxdl.models.layers import BatchNorm2d
+from jaxdl.weights import variables
 
 Path = tuple[str | int, ...]
 
@@ -57,6 +60,23 @@ def linear_from_chw(c: int, h: int, w: int) -> Layout:
     return Layout(f"linear_from_chw{(c, h, w)}", to_flax, to_torch, lambda s: (s[1], s[0]))
 
 
+# The first Linear after a flatten, per family, and the (C, H, W) map it reads, from the model's options.
+# ResNet's fc reads a 1x1 map, where both orders agree.
+FLATTENED: dict[str, Callable[[dict[str, Any]], tuple[str, tuple[int, int, int]]]] = {
+    "alexnet": lambda o: ("classifier.1", alexnet.FEATURE_SHAPE),
+    "vgg": lambda o: ("classifier.0", vgg.FEATURE_SHAPE),
+    "mlp": lambda o: ("hidden.0", (o["in_channels"], o["image_size"], o["image_size"])),
+    "cnn": lambda o: ("fc1", small.cnn_feature_shape(o["image_size"])),
+    "lenet5": lambda o: ("fc1", small.lenet5_feature_shape(o["image_size"])),
+}
+
+# Each layer type's tensors: (jaxdl variable name, PyTorch name, layout); None: PyTorch-only, dropped on purpose.
+_CONV = (("kernel", "weight", CONV), ("bias", "bias", COPY))
+_LINEAR = (("kernel", "weight", LINEAR), ("bias", "bias", COPY))
+_BATCHNORM = (("scale", "weight", COPY), ("bias", "bias", COPY), ("mean", "running_mean", COPY),
+              ("var", "running_var", COPY), (None, "num_batches_tracked", COPY))
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     torch_key: str
@@ -73,99 +93,30 @@ class KeyMap:
         return [e for e in self.entries if e.path is not None]
 
 
-def _path(prefix: str, name: str) -> Path:
-    return tuple(int(p) if p.isdigit() else p for p in prefix.split(".")) + (name,)
+def _dotted(path: Path) -> str:
+    return ".".join(map(str, path))
 
 
-def conv(prefix: str, bias: bool) -> list[Entry]:
-    entries = [Entry(f"{prefix}.weight", _path(prefix, "kernel"), CONV)]
-    return entries + ([Entry(f"{prefix}.bias", _path(prefix, "bias"))] if bias else [])
-
-
-def batchnorm(prefix: str) -> list[Entry]:
-    names = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
-    return [Entry(f"{prefix}.{t}", _path(prefix, f)) for t, f in names.items()] + [
-        Entry(f"{prefix}.num_batches_tracked", None)
-    ]
-
-
-def linear(prefix: str, layout: Layout = LINEAR) -> list[Entry]:
-    return [Entry(f"{prefix}.weight", _path(prefix, "kernel"), layout), Entry(f"{prefix}.bias", _path(prefix, "bias"))]
-
-
-def resnet(name: str) -> KeyMap:
-    block, layers = resnet_lib.CONFIGS[name]
-    convs = 2 if block is resnet_lib.BasicBlock else 3
-    entries = conv("conv1", bias=False) + batchnorm("bn1")
-    inplanes = 64
-    for stage, (planes, blocks, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), start=1):
-        for b in range(blocks):
-            prefix = f"layer{stage}.{b}"
-            for k in range(1, convs + 1):
-                entries += conv(f"{prefix}.conv{k}", bias=False) + batchnorm(f"{prefix}.bn{k}")
-            if b == 0 and resnet_lib.needs_downsample(block, inplanes, planes, stride):
-                entries += conv(f"{prefix}.downsample.0", bias=False) + batchnorm(f"{prefix}.downsample.1")
-            inplanes = planes * block.expansion
-    return KeyMap(tuple(entries + linear("fc")), head=head(name))
-
-
-def vgg(name: str) -> KeyMap:
-    depth, _, bn = name.partition("_")
+def keymap(model: nnx.Module) -> KeyMap:
+    """The map of `model` (any zoo model, or its `weights.blank` structure)."""
+    s = spec(model)
+    arch = architecture(s.arch)
+    flattened = FLATTENED.get(arch.family)
+    flat_key, chw = flattened(dict(arch.options) | dict(s.options)) if flattened else (None, None)
+    present = variables(model)
     entries: list[Entry] = []
-    index = 0
-    for v in vgg_lib.CFGS[vgg_lib.DEPTHS[depth]]:
-        if v == "M":
-            index += 1
-            continue
-        entries += conv(f"features.{index}", bias=True)
-        if bn:
-            entries += batchnorm(f"features.{index + 1}")
-        index += 3 if bn else 2  # conv, [bn], relu
-    entries += linear("classifier.0", linear_from_chw(*vgg_lib.FEATURE_SHAPE))
-    entries += linear("classifier.3") + linear("classifier.6")
-    return KeyMap(tuple(entries), head=head(name))
-
-
-def alexnet(name: str) -> KeyMap:
-    entries: list[Entry] = []
-    for index in (0, 3, 6, 8, 10):
-        entries += conv(f"features.{index}", bias=True)
-    entries += linear("classifier.1", linear_from_chw(*alexnet_lib.FEATURE_SHAPE))
-    entries += linear("classifier.4") + linear("classifier.6")
-    return KeyMap(tuple(entries), head=head(name))
-
-
-def _options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The small models' constructor options, defaults filled in: their layer sizes depend on them."""
-    cls = {"mlp": small_lib.MLP, "cnn": small_lib.CNN, "lenet5": small_lib.LeNet5}[arch]
-    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty}
-    return defaults | dict(options)
-
-
-def mlp(name: str, options: dict[str, Any]) -> KeyMap:
-    o = _options(name, options)
-    entries = linear("hidden.0", linear_from_chw(o["in_channels"], o["image_size"], o["image_size"]))
-    for i in range(1, len(o["hidden"])):
-        entries += linear(f"hidden.{2 * i}")  # Linear, activation, Linear, ...
-    return KeyMap(tuple(entries + linear("fc")), head=head(name))
-
-
-def cnn(name: str, options: dict[str, Any]) -> KeyMap:
-    shape = small_lib.cnn_feature_shape(_options(name, options)["image_size"])
-    entries = conv("conv1", bias=True) + conv("conv2", bias=True) + linear("fc1", linear_from_chw(*shape)) + linear("fc2")
-    return KeyMap(tuple(entries), head=head(name))
-
-
-def lenet5(name: str, options: dict[str, Any]) -> KeyMap:
-    shape = small_lib.lenet5_feature_shape(_options(name, options)["image_size"])
-    entries = conv("conv1", bias=True) + conv("conv2", bias=True) + linear("fc1", linear_from_chw(*shape))
-    return KeyMap(tuple(entries + linear("fc2") + linear("fc3")), head=head(name))
-
-
-def keymap(arch: str, options: dict[str, Any] | None = None) -> KeyMap:
-    """The map for `arch`; the small models' maps also depend on their options (`image_size`, `hidden`, ...)."""
-    check_name(arch)
-    if arch in ("mlp", "cnn", "lenet5"):
-        return {"mlp": mlp, "cnn": cnn, "lenet5": lenet5}[arch](arch, options or {})
-    family = resnet if arch.startswith("resnet") else vgg if arch.startswith("vgg") else alexnet
-    return family(arch)
+    for path, module in nnx.iter_modules(model):
+        kind = _CONV if isinstance(module, nnx.Conv) else _LINEAR if isinstance(module, nnx.Linear) else \
+            _BATCHNORM if isinstance(module, BatchNorm2d) else ()
+        prefix = _dotted(path)
+        for name, torch_name, layout in kind:
+            if name is None:
+                entries.append(Entry(f"{prefix}.{torch_name}", None))
+            elif (*path, name) in present:  # a conv without bias has no `bias`
+                if prefix == flat_key and name == "kernel":
+                    layout = linear_from_chw(*chw)
+                entries.append(Entry(f"{prefix}.{torch_name}", (*path, name), layout))
+    unmapped = set(present) - {e.path for e in entries}
+    if unmapped:  # a layer type this map does not know: a bug in jaxdl, not in the user's file
+        raise TypeError(f"{s.arch}: no PyTorch name for {', '.join(sorted(map(_dotted, unmapped)))}")
+    return KeyMap(tuple(entries), head=arch.head)

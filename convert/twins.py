@@ -5,14 +5,14 @@ into `torch_model(...)` with `strict=True` and both compute the same function.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 
-from jaxdl.models import TORCHVISION, check_name, small
+from jaxdl.models import architecture, small
 
 # jax.nn.gelu's default is the tanh approximation; PyTorch's is exact.
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": lambda: nn.GELU("tanh"), "elu": nn.ELU}
@@ -62,10 +62,7 @@ class LeNet5(nn.Module):
 
 
 def torch_model(arch: str, num_classes: int = 10, **options) -> nn.Module:
-    """A freshly initialised PyTorch twin of `jaxdl.models.create(arch, num_classes, **options)`."""
-    check_name(arch)
-    if arch in TORCHVISION:
-        if options:
-            raise TypeError(f"{arch} takes no options (got {', '.join(options)})")
-        return torchvision.models.get_model(arch, num_classes=num_classes)
-    return {"mlp": MLP, "cnn": CNN, "lenet5": LeNet5}[arch](num_classes, **options)
+    """A freshly initialised PyTorch twin of `jaxdl.models.create(arch, num_classes, **options)`, the one its
+    registry record names."""
+    module, _, name = architecture(arch).twin.partition(":")
+    return getattr(importlib.import_module(module), name)(num_classes=num_classes, **options)

@@ -16,7 +16,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from jaxdl.models import ModelSpec, create, head
+from jaxdl.models import ModelSpec, create, head, spec
 from jaxdl.models.layers import linear
 
 FORMAT = "jaxdl-nhwc-v1"
@@ -37,13 +37,13 @@ def key(path: VarPath) -> str:
 
 
 def save(model: nnx.Module, file: str | Path, *, source: str = "jaxdl", source_sha256: str = "") -> None:
-    spec: ModelSpec = model.spec
+    described: ModelSpec = spec(model)
     tensors = {key(p): np.asarray(v.get_value()) for p, v in variables(model).items()}
     metadata = {
         "format": FORMAT,
-        "arch": spec.arch,
-        "num_classes": str(spec.num_classes),
-        "options": json.dumps(dict(spec.options)),
+        "arch": described.arch,
+        "num_classes": str(described.num_classes),
+        "options": json.dumps(dict(described.options)),
         "source": source,
         "source_sha256": source_sha256,
     }
@@ -74,7 +74,7 @@ def blank(arch: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Modul
 
 def fresh_head(model: nnx.Module, seed: int = 0) -> dict[str, np.ndarray]:
     """A new classifier layer, PyTorch's fine-tuning idiom `model.fc = nn.Linear(in_features, num_classes)`."""
-    prefix = head(model.spec.arch)
+    prefix = head(spec(model).arch)
     layer = model
     for part in prefix.split("."):
         layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
@@ -117,6 +117,6 @@ def assign(model: nnx.Module, tensors: dict[str, np.ndarray], *, what: str) -> N
         if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
     ]
     if problems:
-        raise WeightsError(f"{what} does not fit {model.spec.arch}: " + "; ".join(problems))
+        raise WeightsError(f"{what} does not fit {spec(model).arch}: " + "; ".join(problems))
     for k, v in targets.items():
         v.set_value(jnp.asarray(tensors[k], dtype=v.get_value().dtype))

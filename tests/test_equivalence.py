@@ -4,7 +4,9 @@ For each architecture a randomly initialised torchvision model (with randomised 
 mode is not an identity) is converted, then both frameworks run the same inputs and the same optimizer:
 eval logits, train-mode logits, BatchNorm running statistics, the gradient of a cross-entropy loss with
 respect to every parameter, and every parameter and statistic after SGD with momentum and weight decay
-(torch.optim.SGD against optax). Dropout is disabled in both (its random masks cannot agree across frameworks).
+(torch.optim.SGD against jaxdl's own training step and optimizer factory, the code every jaxdl training runs).
+Dropout is disabled in both (its random masks cannot agree across frameworks). Eval logits are checked under the
+default convolution policy (the CPU forms) and under XLA's convolutions only (the accelerator path).
 
 Precision. Eval logits are compared in float32, within 1e-4 of the reference's scale (max |value|). The
 training checks run both frameworks in float64 (the models are cast; inputs identical), and everything must
@@ -16,12 +18,12 @@ batch 8), and deep stacks of it amplify the two libraries' different summation o
 logits and ~4e-3 in VGG-16-BN's first-layer gradient -- the conditioning of the problem, not a difference
 between the models, which in float64 agree to 2e-8 or better (ResNet-152's parameters after 3 steps).
 
-Budget. Every architecture runs every check at 32x32 with one optimizer step. One model per family of identical
-layers (AlexNet, VGG-11 and VGG-11-BN, ResNet-18 for basic blocks, ResNet-50 for bottlenecks) also runs 3 steps
-(momentum accumulating) and a second, non-square odd size, where padding and pooling mistakes show (eval logits,
-train-mode logits and BatchNorm statistics; the gradient of a function that agrees is autodiff's business,
-checked at the first size). The deeper members repeat exactly those layers, pools and paddings; running their
-float64 trajectories too (VGG's 25088x4096 classifier is 0.8 GB in float64) would break the suite's 15 minutes.
+Budget. Every architecture runs the eval checks at 32x32. Every one but the deepest members of their families
+(VGG-16/19, ResNet-101/152, which repeat their family's smallest member's layers, pools and paddings) also runs
+the float64 training checks with one optimizer step. One model per family of identical layers (AlexNet, VGG-11
+and VGG-11-BN, ResNet-18 for basic blocks, ResNet-50 for bottlenecks) also runs 3 steps (momentum accumulating)
+and a second, non-square odd size, where padding and pooling mistakes show (eval logits, train-mode logits and
+BatchNorm statistics; the gradient of a function that agrees is autodiff's business, checked at the first size).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import copy
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 import torchvision
@@ -39,13 +40,19 @@ from flax import nnx
 
 from convert import from_torch
 from convert.keymaps import keymap
-from jaxdl.models import TORCHVISION
+from jaxdl.models import TORCHVISION, XLA, architecture, with_conv
+from jaxdl.train import TrainConfig, step
+from jaxdl.train.optim import optimizer
 
 LR, MOMENTUM, WEIGHT_DECAY, STEPS, BATCH = 0.01, 0.9, 5e-4, 3, 8
 TOL64 = 1e-6  # float64 agreement; float32's would measure rounding amplification, not the models (see above)
-
+# torch.optim.SGD(lr, momentum, weight_decay), as the library's optimizer factory builds it
+CONFIG = TrainConfig(epochs=1, batch_size=BATCH, optimizer="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                     schedule="constant")
 
 FAMILY_HEADS = {"alexnet", "vgg11", "vgg11_bn", "resnet18", "resnet50"}  # one per family of identical layers
+# Deeper members repeat their family's smallest member's layers: float32 eval checks only (suite budget).
+EVAL_ONLY = {"vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "resnet101", "resnet152"}
 
 
 def sizes(arch: str) -> list[tuple[int, int]]:
@@ -82,32 +89,28 @@ def rel_l2(got: np.ndarray, want: np.ndarray, floor: float, tol: float, what: st
     assert err <= tol, f"{what}: relative L2 error {err:.3g} exceeds {tol:g}"
 
 
+def _as(dtype, tree):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
 def jax_sgd_steps(model: nnx.Module, x: np.ndarray, y: np.ndarray, steps: int, dtype=jnp.float32):
-    """`steps` SGD steps on (params, rest) with optax, in `dtype`; returns what the first step saw and the model."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, rest = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, (params, rest))
-    x = jnp.asarray(x, dtype)
-    tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR, momentum=MOMENTUM))
-    opt_state = tx.init(params)
-
-    def loss_fn(params, rest, x, y):
-        m = nnx.merge(graphdef, params, rest, copy=True)
-        logits = m(x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, (logits, nnx.state(m, nnx.Not(nnx.Param)))
-
-    @jax.jit
-    def step(params, rest, opt_state, x, y):
-        (_, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), rest, opt_state, logits, grads
-
-    first = None
+    """`steps` of the library's own training step (`jaxdl.train.train_step`, its optimizer factory, the Trainer's
+    split) in `dtype`. Returns the first step's logits, gradient and BatchNorm statistics (from the library's
+    `step.loss`, the function `train_step` differentiates) and the model after all steps."""
+    tx = optimizer(CONFIG, 1)
+    graphs, state = step.split(model, tx)
+    params, rest = _as(dtype, (state["params"], state["rest"]))
+    state = {"params": params, "rest": rest, "opt": tx.init(params)}
+    batch = {"image": jnp.asarray(x, dtype), "label": jnp.asarray(y)}
+    loss_and_grad = jax.jit(jax.value_and_grad(step.loss, has_aux=True), static_argnums=1)
+    (_, (logits, _)), grads = loss_and_grad(state["params"], graphs.train, state["rest"], batch)
+    train_step = jax.jit(step.train_step, static_argnums=0, static_argnames="tx")
+    stats = None
     for _ in range(steps):
-        params, rest, opt_state, logits, grads = step(params, rest, opt_state, x, y)
-        if first is None:
-            first = (logits, grads, nnx.filter_state(rest, nnx.BatchStat))
-    return first, nnx.merge(graphdef, params, rest)
+        state, _ = train_step(graphs.train, state, batch, tx=tx)
+        if stats is None:
+            stats = nnx.filter_state(state["rest"], nnx.BatchStat)
+    return (logits, grads, stats), step.merge(graphs, state)
 
 
 def torch_sgd_steps(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, steps: int):
@@ -130,11 +133,6 @@ def flat(state: nnx.State) -> dict:
     return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
 
 
-def train_mode(model: nnx.Module) -> None:
-    model.train()
-    model.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
-
-
 def train_forward(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, dict]:
     """One train-mode forward: logits and the BatchNorm statistics it leaves behind."""
     graphdef, state = nnx.split(model)
@@ -152,8 +150,9 @@ def train_forward(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, dict]:
 def test_matches_torchvision(arch: str) -> None:
     tmodel = torch_twin(arch)
     initial = copy.deepcopy(tmodel.state_dict())
-    model = from_torch(initial, arch)  # never mutated below: every step function works on a split copy
-    entries = [e for e in keymap(arch).entries if e.path is not None]
+    no_dropout = {"dropout": 0.0} if "dropout" in architecture(arch).options else {}  # torch's p = 0 above
+    model = from_torch(initial, arch, **no_dropout)  # never mutated below: every step works on a split copy
+    entries = keymap(model).mapped()
     steps = STEPS if arch in FAMILY_HEADS else 1
     for index, size in enumerate(sizes(arch)):
         rng = np.random.default_rng(hash(size) % 2**32)
@@ -166,11 +165,15 @@ def test_matches_torchvision(arch: str) -> None:
         tmodel.float().eval()
         model.eval()
         with torch.no_grad():
-            close(jax.jit(lambda m, x: m(x))(model, x), tmodel(torch.from_numpy(x_nchw)).numpy(), 1e-4,
-                  f"{where}: float32 eval logits")
+            want = tmodel(torch.from_numpy(x_nchw)).numpy()
+        close(jax.jit(lambda m, x: m(x))(model, x), want, 1e-4, f"{where}: float32 eval logits")
+        # the accelerator path (XLA's convolutions only), on this CPU
+        close(jax.jit(lambda m, x: m(x))(with_conv(model, XLA), x), want, 1e-4, f"{where}: float32 eval logits, XLA convs")
+        if arch in EVAL_ONLY:
+            continue
 
         tmodel.double().train()
-        train_mode(model)
+        model.train()
         with jax.enable_x64(True):
             if index == 0:
                 (logits, grads, stats), trained = jax_sgd_steps(model, x, y.astype(np.int32), steps, jnp.float64)

@@ -61,34 +61,45 @@ def _is_float(x: jax.Array) -> bool:
     return jax.dtypes.issubdtype(x.dtype, jnp.floating)
 
 
-def train_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *, tx: optax.GradientTransformation,
-               label_smoothing: float = 0.0, compute_dtype: jnp.dtype | None = None) -> tuple[State, dict[str, jax.Array]]:
-    """One optimizer step on the batch mean of the (label-smoothed) cross-entropy.
+def _at_least_f32(x: jax.Array) -> jax.Array:
+    """bf16 logits are promoted for the loss; float64 ones (the equivalence tests') stay float64."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def loss(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: Batch, *, label_smoothing: float = 0.0,
+         compute_dtype: jnp.dtype | None = None) -> tuple[jax.Array, tuple[jax.Array, nnx.State]]:
+    """The training loss of `params` on `batch`, with the logits and the new non-parameter state (BatchNorm
+    statistics) of the forward pass: the (weighted) batch mean of the label-smoothed cross-entropy.
 
     The batch holds "image" and "label", and optionally "weight": a per-sample 0/1 weight (a grid search gives
     0 to the samples outside a fold's training part, so every fold walks the same static-shaped batches). The
     loss is then sum(weight * ce) / max(sum(weight), 1); BatchNorm still sees every sample of the batch.
-    Pure, so it can be jitted, scanned and vmapped (over models, folds and configurations) alike.
     """
-    images, labels, weight = batch["image"], batch["label"], batch.get("weight")
+    # copy=True: fresh Variables in this trace, which BatchNorm may then update
+    model = nnx.merge(graphdef, _cast(params, compute_dtype), rest, copy=True)
+    logits = _at_least_f32(model(_cast(batch["image"], compute_dtype)))
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    weight = batch.get("weight")
+    value = losses.mean() if weight is None else jnp.sum(weight * losses) / jnp.maximum(jnp.sum(weight), 1.0)
+    return value, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
-    def loss_fn(params):  # copy=True: fresh Variables in this trace, which BatchNorm may then update
-        model = nnx.merge(graphdef, _cast(params, compute_dtype), state["rest"], copy=True)
-        logits = model(_cast(images, compute_dtype)).astype(jnp.float32)
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        losses = optax.softmax_cross_entropy(logits, targets)
-        loss = losses.mean() if weight is None else jnp.sum(weight * losses) / jnp.maximum(jnp.sum(weight), 1.0)
-        return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+def train_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *, tx: optax.GradientTransformation,
+               label_smoothing: float = 0.0, compute_dtype: jnp.dtype | None = None) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step on `loss`: the only place jaxdl differentiates a training loss and updates weights.
+    Pure, so it is jitted (training), scanned and vmapped (the grid search over folds and configurations) alike."""
+    (value, (logits, rest)), grads = jax.value_and_grad(loss, has_aux=True)(
+        state["params"], graphdef, state["rest"], batch, label_smoothing=label_smoothing, compute_dtype=compute_dtype)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     rest = jax.tree.map(lambda new, old: new.astype(old.dtype) if _is_float(old) else new, rest, state["rest"])
+    labels, weight = batch["label"], batch.get("weight")
     hits = logits.argmax(-1) == labels
     if weight is None:
-        metrics = {"loss": loss, "correct": jnp.sum(hits), "count": jnp.asarray(labels.shape[0])}
+        metrics = {"loss": value, "correct": jnp.sum(hits), "count": jnp.asarray(labels.shape[0])}
     else:
-        metrics = {"loss": loss, "correct": jnp.sum(weight * hits), "count": jnp.sum(weight)}
+        metrics = {"loss": value, "correct": jnp.sum(weight * hits), "count": jnp.sum(weight)}
     return {"params": params, "rest": rest, "opt": opt}, metrics
 
 
@@ -96,7 +107,7 @@ def eval_step(graphdef: nnx.GraphDef, state: State, batch: Batch, *,
               compute_dtype: jnp.dtype | None = None) -> dict[str, jax.Array]:
     """Predictions and masked loss sums (padding rows of the last batch count for nothing)."""
     model = nnx.merge(graphdef, _cast(state["params"], compute_dtype), state["rest"])
-    logits = model(_cast(batch["image"], compute_dtype)).astype(jnp.float32)
+    logits = _at_least_f32(model(_cast(batch["image"], compute_dtype)))
     mask = batch["mask"]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     pred = logits.argmax(-1)
