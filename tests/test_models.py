@@ -1,4 +1,5 @@
-"""The zoo's registry, the PyTorch-semantics layers, and the small models against hand-written PyTorch twins."""
+"""The zoo's registry and specs, and the PyTorch-semantics layers (the models against their PyTorch twins:
+tests/test_twins.py and tests/test_equivalence.py)."""
 
 from __future__ import annotations
 
@@ -64,27 +65,25 @@ def test_alexnet_names_its_minimum_input_size() -> None:
         blank("alexnet", 10)(jnp.zeros((1, 32, 32, 3)))
 
 
-def torch_twin(arch: str, in_channels: int, image_size: int) -> torch.nn.Module:
-    nn = torch.nn
-    if arch == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 256), nn.ReLU(),
-                             nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
-    if arch == "cnn":
-        return nn.Sequential(nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
-                             nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(128), nn.ReLU(), nn.Linear(128, 10))
-    return nn.Sequential(nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                         nn.Linear(84, 10))
+@pytest.mark.parametrize("arch", models.names())
+def test_every_model_knows_its_spec_however_built(arch: str) -> None:
+    """`create` and the classes record the same spec, options with their defaults, so any model can be saved."""
+    record = models.architecture(arch)
+    model = blank(arch, 7)
+    assert models.spec(model) == models.ModelSpec.of(arch, 7, **({} if record.torchvision else dict(record.options)))
+    direct = {"mlp": lambda: models.MLP(7, rngs=nnx.Rngs(0)), "cnn": lambda: models.CNN(7, rngs=nnx.Rngs(0)),
+              "lenet5": lambda: models.LeNet5(7, rngs=nnx.Rngs(0))}.get(arch)
+    if direct is not None:
+        assert models.spec(direct()) == models.spec(model)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet5"])
-@pytest.mark.parametrize("in_channels,image_size", [(1, 28), (3, 32)])
-def test_small_models_match_pytorch_twins(arch: str, in_channels: int, image_size: int) -> None:
-    model = models.create(arch, 10, in_channels=in_channels, image_size=image_size)
-    twin = torch_twin(arch, in_channels, image_size)
-    twin(torch.zeros(1, in_channels, image_size, image_size))  # materialise the lazy layers
-    assert n_params(model) == sum(p.numel() for p in twin.parameters())
-    assert model(jnp.zeros((5, image_size, image_size, in_channels))).shape == (5, 10)
+def test_registry_records_what_other_modules_ask() -> None:
+    assert models.architecture("alexnet").min_input_size == 63
+    assert models.head("resnet50") == "fc" and models.head("vgg11") == "classifier.6" and models.head("lenet5") == "fc3"
+    assert models.TORCHVISION == tuple(n for n in models.names() if n not in ("mlp", "cnn", "lenet5"))
+    assert dict(models.architecture("lenet5").options) == {"in_channels": 3, "image_size": 32}
+    with pytest.raises(ValueError, match="not a jaxdl.models architecture"):
+        models.spec(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
 
 
 def test_mlp_options() -> None:
