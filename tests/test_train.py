@@ -131,13 +131,50 @@ def test_resume_refuses_other_settings(tmp_path: Path):
         other.fit(loader(), Checkpoints(tmp_path), resume=True)
 
 
-def test_mixed_precision_keeps_float32_state():
-    t = trainer(TrainConfig(**{**CONFIG.to_dict(), "mixed_precision": True}))
+def test_mixed_precision_keeps_float32_state_and_tracks_float32_training():
+    config = TrainConfig(**{**CONFIG.to_dict(), "epochs": 4})
+    t = trainer(TrainConfig(**{**config.to_dict(), "mixed_precision": True}))
     history = t.fit(loader())
-    assert all(np.isfinite(h["train_loss"]) for h in history)
     floats = [x for x in jax.tree.leaves(t.state) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
-    assert history[-1]["train_loss"] < history[0]["train_loss"] + 0.5
+    reference = trainer(config).fit(loader())  # measured: 2.359 -> 2.042 in float32, bf16 within 0.003
+    assert reference[-1]["train_loss"] < reference[0]["train_loss"] - 0.2  # it learns at all
+    for bf16, f32 in zip(history, reference):
+        assert abs(bf16["train_loss"] - f32["train_loss"]) < 0.03, (bf16, f32)
+
+
+def test_trainer_leaves_the_model_alone_and_gives_the_trained_one():
+    model = TinyNet(nnx.Rngs(0))
+    model.train()
+    before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    t = Trainer(model, CONFIG, len(loader()), progress=False)
+    assert not model.bn.use_running_average  # still in training mode: the trainer works on a copy
+    t.fit(loader())
+    for x, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), before):
+        np.testing.assert_array_equal(np.asarray(x), b)
+    trained = t.model
+    assert trained.bn.use_running_average  # eval mode, ready to predict, save or convert
+    for x, y in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), jax.tree.leaves(t.state["params"])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert any(not np.array_equal(np.asarray(x), b) for x, b in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), before))
+
+
+def test_per_sample_weights_restrict_the_loss_to_their_samples():
+    """The grid search's folds: weight 0 removes a sample from the loss and the gradient, nothing else changes."""
+    from jaxdl.train import step
+    from jaxdl.train.optim import optimizer
+
+    model = Linear(nnx.Rngs(0))
+    tx = optimizer(TrainConfig(optimizer="adam", lr=1e-2, schedule="constant", weight_decay=0.0), 1)
+    graphs, state = step.split(model, tx)
+    batch = next(iter(loader().epoch(0)))
+    keep = np.arange(len(batch["label"])) % 3 != 0
+    weighted, m = step.train_step(graphs.train, state, {**batch, "weight": keep.astype(np.float32)}, tx=tx)
+    subset, m_sub = step.train_step(graphs.train, state, {k: v[keep] for k, v in batch.items()}, tx=tx)
+    np.testing.assert_allclose(m["loss"], m_sub["loss"], rtol=1e-6)
+    assert int(m["count"]) == int(keep.sum())
+    for a, b in zip(jax.tree.leaves(weighted["params"]), jax.tree.leaves(subset["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 SHARDED = textwrap.dedent("""
