@@ -20,7 +20,6 @@ import json
 import shlex
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ from jaxdl import data as jdata
 from jaxdl import search
 from jaxdl.models import CNN, MLP
 from jaxdl.models.small import ACTIVATIONS
+from jaxdl.report import plot_matrix
+from jaxdl.runtime import use_fast_cpu_flags
 
 DATA = {"auto": "auto", "mnist": "mnist", "tfds": "tfds:mnist", "digits": "digits", "synthetic": "synthetic-mnist"}
 SEED_GRID = {"units": [32, 64, 128], "activation": ["relu", "tanh", "sigmoid"]}
@@ -61,14 +62,9 @@ def builder(arch: str, image_size: int, in_channels: int = 1) -> search.Builder:
 
 
 def load(data: str, arch: str, seed: int) -> tuple[str, jdata.Dataset, jdata.Dataset]:
-    """The source used and its train and test splits; 'auto' is real MNIST when cached or reachable, else the
-    real 8x8 digits (scikit-learn's, offline)."""
-    source = DATA[data]
-    if source == "auto":
-        source = "mnist" if jdata.mnist.is_cached() or jdata.reachable(jdata.mnist.MIRRORS) else "digits"
-        if source == "digits":
-            warnings.warn("MNIST is not cached and unreachable: using scikit-learn's 8x8 digits, NOT MNIST",
-                          stacklevel=2)
+    """The source used and its train and test splits; 'auto' is jaxdl.data.resolve's choice: real MNIST when
+    cached or reachable, else its offline stand-in (scikit-learn's real 8x8 digits), with a warning."""
+    source = jdata.resolve(DATA[data], "mnist")
     kw: dict[str, Any] = {}
     if source == "digits":
         kw = dict(image_size=8 if arch == "mlp" else CNN_MIN_SIZE, channels=1)
@@ -104,11 +100,6 @@ def jsonable(value: Any) -> Any:
 
 def heatmap(cv: dict[str, Any], file: Path) -> None:
     """Mean CV accuracy over the grid: the last grid key across, every combination of the others down."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = sorted(k[len("param_"):] for k in cv if k.startswith("param_"))
     across, down = keys[-1:], keys[:-1]
     label = lambda p, ks: ", ".join(f"{k}={p.get(k)}" for k in ks) or "all"  # noqa: E731
@@ -117,17 +108,9 @@ def heatmap(cv: dict[str, Any], file: Path) -> None:
     grid = np.full((len(rows), len(cols)), np.nan)
     for p, score in zip(cv["params"], cv["mean_test_score"]):
         grid[rows.index(label(p, down)), cols.index(label(p, across))] = 100 * score
-    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2.5, 0.6 * len(rows) + 1.8))
-    image = ax.imshow(grid, cmap="viridis")
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(rows)), rows)
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < np.nanmean(grid) else "k")
-    fig.colorbar(image, ax=ax, label="mean CV accuracy (%)")
-    ax.set_title("Grid search: mean cross-validated accuracy")
-    fig.tight_layout()
-    fig.savefig(file, dpi=120)
-    plt.close(fig)
+    plot_matrix(grid, [[f"{v:.2f}" for v in row] for row in grid], file, rows=rows, cols=cols,
+                title="Grid search: mean cross-validated accuracy", colorbar="mean CV accuracy (%)",
+                figsize=(1.6 * len(cols) + 2.5, 0.6 * len(rows) + 1.8))
 
 
 def comments(cv: dict[str, Any], best: dict[str, Any], test_acc: float, real_mnist: bool) -> list[str]:
@@ -174,6 +157,7 @@ def cv_table(cv: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    use_fast_cpu_flags()
     p = argparse.ArgumentParser(prog="python -m experiments.mnist", description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     p.add_argument("--search", action="store_true", help="grid search with CV, then refit and test")

@@ -9,7 +9,8 @@ written on pytrees.  Two regimes:
   exactly, so "convex" / "not convex" is decided by an eigenvalue with float64 rounding only;
 * real networks: the Hessian is a :class:`Operator` (Hessian-vector products by forward-over-reverse
   differentiation) and its spectrum is probed by Lanczos with full reorthogonalisation, Hutchinson's
-  trace estimator and stochastic Lanczos quadrature, each one jitted program.
+  trace estimator and stochastic Lanczos quadrature, each one jitted program; :func:`model_spectrum` runs
+  them all on an ``nnx`` model's loss in one call.
 
 Non-convexity is reported as a *certificate* that anybody can re-check with :func:`verify`: either a
 direction of negative curvature (one float64 HVP) or a violated Jensen midpoint inequality (three loss
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -311,6 +313,70 @@ def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, s
     d = grid[:, None, None] - nodes[None]
     g = np.exp(-0.5 * (d / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
     return (g * weights[None]).sum(-1).mean(-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A model's curvature in one call
+# ----------------------------------------------------------------------------------------------------
+
+
+def model_spectrum(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    per_example: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    lanczos_iters: int = 20,
+    probes: int = 20,
+    slq_probes: int = 1,
+    chunk: int | None = None,
+    seed: int = 0,
+    exact: bool = False,
+) -> dict[str, Any]:
+    """Curvature summary of an ``nnx`` model's eval-mode mean loss on the batch ``(x, y)``.
+
+    The loss is ``mean_i per_example(model(x)_i, y_i)`` with BatchNorm on its running statistics and dropout
+    off (see :func:`model_batch_loss`; the caller's model is untouched), differentiated in the model's
+    ``nnx.Param`` leaves.  ``per_example`` defaults to softmax cross-entropy with integer labels, the loss
+    :mod:`jaxdl.train` minimises, so a trained model is measured on its own objective.  One call runs, from
+    ``jax.random.key(seed)``:
+
+    * ``lanczos_iters`` Lanczos steps for the extreme eigenvalues (:func:`extreme_eigenvalues`);
+    * Hutchinson's trace with ``probes`` Rademacher probes, ``chunk`` at a time (:func:`hutchinson_trace`);
+    * ``slq_probes`` stochastic-Lanczos-quadrature runs of ``lanczos_iters`` steps (:func:`slq`);
+    * with ``exact=True`` the dense float64 Hessian, diagonalised -- only for models of up to a few thousand
+      parameters, as the ground truth the estimates can be checked against.
+
+    Returns a JSON-ready dict: ``num_params``, ``num_images``, ``loss``, ``lanczos_min``, ``lanczos_max``,
+    ``lanczos_iters`` (capped at ``num_params``), ``trace``, ``trace_stderr``, ``hutchinson_probes``,
+    ``slq_nodes`` and ``slq_weights`` (``slq_probes`` lists each), ``seconds`` (wall time of ``lanczos``,
+    ``hutchinson`` and ``slq``, compilation included), and with ``exact`` an ``exact`` entry holding ``min``,
+    ``max``, ``trace`` and the ascending ``eigenvalues``.
+    """
+    import optax
+
+    batch_loss, theta, _ = model_batch_loss(model, per_example or optax.softmax_cross_entropy_with_integer_labels)
+    data = (jnp.asarray(x), jnp.asarray(y), jnp.full(len(x), 1.0 / len(x), jnp.float32))
+    loss_flat = lambda t: batch_loss(t, data)
+    op = operator(loss_flat, theta)
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    lo, hi = extreme_eigenvalues(op, lanczos_iters, key)
+    t1 = time.perf_counter()
+    tr, se, _ = hutchinson_trace(op, probes, key, chunk=chunk)
+    t2 = time.perf_counter()
+    nodes, weights = slq(op, lanczos_iters, slq_probes, key)
+    t3 = time.perf_counter()
+    out = {"num_params": int(theta.size), "num_images": len(x), "loss": float(loss_flat(theta)),
+           "lanczos_min": lo, "lanczos_max": hi, "lanczos_iters": min(lanczos_iters, int(theta.size)),
+           "trace": float(tr), "trace_stderr": float(se), "hutchinson_probes": probes,
+           "slq_nodes": nodes.tolist(), "slq_weights": weights.tolist(),
+           "seconds": {"lanczos": t1 - t0, "hutchinson": t2 - t1, "slq": t3 - t2}}
+    if exact:
+        eig = np.linalg.eigvalsh(hessian_matrix(loss_flat, theta))
+        out["exact"] = {"min": float(eig[0]), "max": float(eig[-1]), "trace": float(eig.sum()),
+                        "eigenvalues": eig.tolist()}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -23,13 +23,12 @@ def _backends_initialized() -> bool:
 
 
 def use_fast_cpu_flags() -> bool:
-    """Add jaxdl's XLA CPU flag to XLA_FLAGS, unless the user set that flag (or JAXDL_CPU_FLAGS=0) or JAX has
-    already started (then it would not apply, and changing the environment would only mislead subprocesses).
-    Returns whether the flag is now in effect for this process. Call it first thing in a program's main."""
+    """Add jaxdl's XLA CPU flag to XLA_FLAGS; True if it did. Nothing changes when the user chose that flag
+    already, set JAXDL_CPU_FLAGS=0, or JAX has started (the flag would not apply, and changing the environment
+    would only mislead subprocesses). Call it first thing in a program's main, before any JAX computation."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in flags:
-        return YNN_FLAG in flags and not _backends_initialized()
-    if os.environ.get("JAXDL_CPU_FLAGS", "1") == "0" or _backends_initialized():
+    if ("xla_cpu_experimental_ynn_fusion_type" in flags or os.environ.get("JAXDL_CPU_FLAGS", "1") == "0"
+            or _backends_initialized()):
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
     return True

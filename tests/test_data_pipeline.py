@@ -120,11 +120,42 @@ def test_worker_errors_reach_the_consumer(monkeypatch):
     assert not prefetch_threads()
 
 
-def test_device_put_with_sharding_and_throughput():
+def slow_batches(monkeypatch, loader: data.Loader, seconds: float) -> None:
+    """Make building each batch take `seconds` (a sleep: the timing holds on a busy host, no CPU needed)."""
+    build = loader.batch
+
+    def slow(*args):
+        time.sleep(seconds)
+        return build(*args)
+
+    monkeypatch.setattr(loader, "batch", slow)
+
+
+def test_device_put_with_sharding_and_throughput(monkeypatch):
+    """throughput() reports the rate batches are actually delivered at: here bounded by a 50 ms build per batch."""
     jax = pytest.importorskip("jax")
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     loader = data.Loader(toy(64), 16, train=True, sharding=sharding, **UNIT)
     batch = next(iter(loader.epoch(0)))
     assert isinstance(batch["image"], jax.Array) and batch["image"].sharding == sharding
-    assert data.throughput(loader, 3) > 0
+    slow_batches(monkeypatch, loader, 0.05)
+    ceiling = 16 / 0.05  # img/s if building were the only cost; the worker starts inside the timed region
+    assert ceiling / 3 < data.throughput(loader, 4) <= ceiling * 1.01
     assert not prefetch_threads()
+
+
+def test_prefetch_overlaps_production_with_a_slow_consumer(monkeypatch):
+    """With prefetch, building batch i+1 happens while the consumer works on batch i.
+
+    10 batches, 0.1 s to build and 0.1 s to consume each: 2.0 s one after the other, ~1.1 s overlapped.
+    Without overlap the elapsed time cannot be below 2.0 s, so the 1.6 s bound leaves 0.5 s of slack for a
+    busy host and still fails on a pipeline that stopped prefetching.
+    """
+    loader = data.Loader(toy(40), 4, train=True, prefetch=2, **UNIT)
+    slow_batches(monkeypatch, loader, 0.1)
+    start = time.monotonic()
+    for _ in loader.epoch(0):
+        time.sleep(0.1)
+    elapsed = time.monotonic() - start
+    assert len(loader) == 10
+    assert elapsed < 0.8 * (10 * 0.1 + 10 * 0.1), f"no overlap: {elapsed:.2f} s for 10 x (0.1 s build + 0.1 s use)"

@@ -14,10 +14,10 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 
+from ..files import cache_dir, reachable
 from . import mnist, svhn
 from .dataset import NUM_CLASSES, DataCorrupt, Dataset, DataUnavailable
 from .digits import load_digits_dataset
-from .download import cache_dir, reachable
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD, dataset_mean_std, mean_std
 from .pipeline import Loader, random_crop, throughput
 from .splits import stratified_subset, train_val_split
@@ -50,7 +50,10 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "synthetic": _source(load_synthetic, _EMBEDDED),
     "synthetic-mnist": _source(load_synthetic, _EMBEDDED, image_size=28, channels=1),
 }
-_OFFLINE_STAND_IN = {"svhn": "synthetic", "mnist": "synthetic-mnist"}
+# What "auto" loads when the real data set cannot be had: the closest real data offline. For MNIST that is
+# scikit-learn's bundled 8x8 handwritten digits (real handwriting; load them with image_size/channels to match
+# a model); for SVHN nothing real is bundled, so the generated house numbers.
+_OFFLINE_STAND_IN = {"svhn": "synthetic", "mnist": "digits"}
 
 
 def load(source: str, split: str = "train", *, data_dir: str | None = None, download: bool = True,
@@ -67,8 +70,8 @@ def load(source: str, split: str = "train", *, data_dir: str | None = None, down
 
 def resolve(data: str, dataset: str = "svhn", data_dir: str | None = None) -> str:
     """The source to load: `data` itself, or for "auto" the real `dataset` when its files are
-    cached or its host is reachable, else the synthetic stand-in, with a warning that results
-    are not on the real data set."""
+    cached or its host is reachable, else its offline stand-in ("digits" for mnist, "synthetic"
+    for svhn), with a warning that results are not on the real data set."""
     if data != "auto":
         if data not in SOURCES:
             raise ValueError(f"unknown data source {data!r}; choose 'auto' or one of {sorted(SOURCES)}")

@@ -1,4 +1,4 @@
-"""Cache directory, md5 checks and a download that fails fast when offline.
+"""md5 checks and a download that fails fast when offline (cache root and probe: `jaxdl.files`).
 
 Generic downloaders (tfds, torchvision) retry for minutes when the host cannot be
 reached; on the project's offline machines that turns a missing file into a three-minute
@@ -8,67 +8,22 @@ set costs seconds and ends in one line that says which files to put where.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from ..files import cache_dir, digest, reachable  # cache_dir: re-exported for the sources that import it from here
 from .dataset import DataCorrupt, DataUnavailable
 
-PROBE_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
-
-
-def cache_dir() -> Path:
-    """`$JAXDL_DATA`, else `~/.cache/jaxdl`: one root for downloads and generated arrays."""
-    return Path(os.environ.get("JAXDL_DATA") or Path.home() / ".cache" / "jaxdl").expanduser()
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _connects(host: str, port: int, ok: list[bool]) -> None:
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            ok.append(True)
-    except OSError:
-        pass
-
-
-def reachable(urls: list[str], timeout: float = PROBE_TIMEOUT_S) -> list[str]:
-    """The subset of `urls` whose host accepts a TCP connection within `timeout` seconds.
-
-    The probes run in daemon threads joined against one deadline, because
-    `socket.create_connection`'s timeout does not cover a hanging DNS lookup.
-    """
-    results: list[list[bool]] = [[] for _ in urls]
-    threads = []
-    for url, ok in zip(urls, results, strict=True):
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        t = threading.Thread(target=_connects, args=(parts.hostname, port, ok), daemon=True)
-        t.start()
-        threads.append(t)
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    return [url for url, ok in zip(urls, results, strict=True) if ok]
 
 
 def verify(path: Path, md5: str, hint: str) -> None:
     """Raise DataCorrupt (one line) if `path` is not the file with checksum `md5`."""
-    got = md5sum(path)
+    got = digest(path, "md5")
     if got != md5:
         raise DataCorrupt(f"{path} has md5 {got}, expected {md5} (corrupt, truncated or not the official file): {hint}")
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 
 class CheckpointMismatch(ValueError):
@@ -22,6 +21,13 @@ class CheckpointMismatch(ValueError):
 
 def _is_key(x: Any) -> bool:
     return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _orbax() -> Any:
+    """orbax.checkpoint, imported on first use: it costs 0.7 s that `import jaxdl.train` need not pay."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
 
 
 def _paths(state: Any) -> list[str]:
@@ -33,6 +39,7 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, keep: int = 2) -> None:
         self.directory = Path(directory).absolute()
+        ocp = _orbax()
         self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
     def latest_epoch(self) -> int | None:
@@ -43,6 +50,7 @@ class Checkpoints:
         """Save synchronously: when this returns, a kill cannot lose the epoch."""
         leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
         meta = {**meta, "paths": _paths(state)}
+        ocp = _orbax()
         self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)))
         self.manager.wait_until_finished()
 
@@ -51,6 +59,7 @@ class Checkpoints:
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        ocp = _orbax()
         meta = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if meta["paths"] != _paths(template):
             raise CheckpointMismatch(f"checkpoint {self.directory}/{epoch} holds a different model or optimizer state "

@@ -1,0 +1,160 @@
+"""What every benchmark here shares: its command line, its clock, the machine it ran on, the GEMM peak, its output.
+
+A figure from a shared machine means something only next to the machine, the moment and the command that
+produced it, so every bench's JSON starts with `header(...)`, and every bench times with the same two clocks:
+`timed` (steady seconds per call, the device queue drained around them) and `measure` (one call: its value,
+wall and CPU seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+T = TypeVar("T")
+
+
+def parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The command line of `python -m module`, described by the first paragraph of the bench's docstring."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def _nothing() -> None:
+    return None
+
+
+def timed(run: Callable[[], object], sync: Callable[[], object] = _nothing, steps: int = 1) -> float:
+    """Seconds per call of `steps` back-to-back calls of `run`.
+
+    JAX and CUDA return before the work is done: `sync` drains the queue before the clock starts and before it
+    stops, so the figure is the work, not its dispatch, while the calls in between still overlap as in a real
+    loop. Functions that block by themselves need no `sync`.
+    """
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        run()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured(Generic[T]):
+    value: T
+    wall_s: float
+    cpu_s: float  # this process's CPU seconds, every thread: steadier than wall time on a shared machine
+
+
+def measure(run: Callable[[], T]) -> Measured[T]:
+    """One call of `run` (a whole search, an estimate that compiles on first use): its value and its cost."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = run()
+    return Measured(value, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    """The CPU's name as Linux reports it (e.g. "Intel(R) Xeon(R) CPU @ 2.50GHz"), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software a figure was measured on. Touches JAX's backend: call it after
+    `jaxdl.runtime.use_fast_cpu_flags()`, whose XLA_FLAGS it reports."""
+    device = jax.devices()[0]
+    torch = sys.modules.get("torch")  # only a bench that runs PyTorch has a thread count worth reporting
+    return {
+        "cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
+        "device": f"{jax.device_count()} x {device.platform} ({device.device_kind})",
+        "jax": jax.__version__, "torch": _version("torch"),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def describe(m: Mapping[str, Any]) -> str:
+    """`machine()` on one line, for the text a bench prints above its table."""
+    threads = f" ({m['torch_threads']} threads)" if m["torch_threads"] else ""
+    return (f"{m['cpu']} ({m['arch']}), {m['cores']} cores, {m['device']}; jax {m['jax']}, torch {m['torch']}"
+            f"{threads}; XLA_FLAGS={m['xla_flags'] or '(unset)'}")
+
+
+def header(module: str, argv: list[str] | None) -> dict[str, Any]:
+    """What every bench's JSON starts with: the command that reproduces it, when, and on what."""
+    args = sys.argv[1:] if argv is None else argv
+    return {"command": shlex.join(["python", "-m", module, *args]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+            "machine": machine()}
+
+
+# ------------------------------------------------------------------------------------------- GEMM peak
+
+
+@functools.cache
+def _matmul(device: jax.Device) -> tuple[Callable[[jax.Array], jax.Array], jax.Array]:
+    n, dtype = (2048, jnp.float32) if device.platform == "cpu" else (8192, jnp.bfloat16)
+    a = jnp.ones((n, n), dtype, device=device)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()  # compile outside the clock
+    return matmul, a
+
+
+def gemm_peak(device: jax.Device | None = None, repeats: int = 5) -> float:
+    """GFLOP/s of a large matmul (float32 2048^2 on a CPU, bfloat16 8192^2 on an accelerator) on `device`
+    (default: JAX's first), the best of `repeats` bursts of 5: the ceiling a step's arithmetic can approach.
+
+    A shared host's speed drifts 2x within minutes, so a bench measures it in the same run as what it divides.
+    """
+    matmul, a = _matmul(device or jax.devices()[0])
+    n = a.shape[0]
+    return max(2 * n**3 / timed(lambda: matmul(a).block_until_ready(), steps=5) / 1e9 for _ in range(repeats))
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def print_header(*columns: str) -> None:
+    """A Markdown table's header, as BENCHMARKS.md quotes it; `print_row` adds the rows as they are measured."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
+def print_row(*cells: object) -> None:
+    print("| " + " | ".join(map(str, cells)) + " |", flush=True)
