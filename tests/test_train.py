@@ -19,6 +19,7 @@ import pytest
 from flax import nnx
 
 from jaxdl.data import Dataset, Loader
+from jaxdl.models import create
 from jaxdl.models.layers import BatchNorm2d, conv2d, linear
 from jaxdl.train import Checkpoints, NonFiniteLoss, TrainConfig, Trainer
 
@@ -144,19 +145,21 @@ def test_mixed_precision_keeps_float32_state_and_tracks_float32_training():
 
 
 def test_trainer_leaves_the_model_alone_and_gives_the_trained_one():
-    model = TinyNet(nnx.Rngs(0))
-    model.train()
+    net = TinyNet(nnx.Rngs(0))
+    net.train()
+    Trainer(net, CONFIG, len(loader()), progress=False)
+    assert not net.bn.use_running_average  # still in training mode: the trainer splits a copy
+    model = create("mlp", 10, image_size=8, in_channels=3)
     before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
     t = Trainer(model, CONFIG, len(loader()), progress=False)
-    assert not model.bn.use_running_average  # still in training mode: the trainer works on a copy
     t.fit(loader())
-    for x, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), before):
+    for x, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), before):  # not donated away, not changed
         np.testing.assert_array_equal(np.asarray(x), b)
-    trained = t.model
-    assert trained.bn.use_running_average  # eval mode, ready to predict, save or convert
+    trained = t.model  # the trained weights, in eval mode, ready to predict, save or convert
     for x, y in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), jax.tree.leaves(t.state["params"])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert any(not np.array_equal(np.asarray(x), b) for x, b in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), before))
+    assert trained.spec == model.spec
 
 
 def test_per_sample_weights_restrict_the_loss_to_their_samples():

@@ -1,9 +1,11 @@
 """jaxdl's jitted train step against a PyTorch training step on the same converted weights.
 
 ResNet-18 at 32x32 (layer4 sees 1x1 maps, the hardest BatchNorm case), SGD with momentum and weight decay,
-two steps on different batches. Tolerance: every parameter within 1% of its own update's size (a wrong
-momentum, weight-decay or loss convention is off by ~100%), BatchNorm statistics within 1e-4 of their scale
-(PyTorch's unbiased running variance included).
+two steps on different batches, through the Trainer's compiled, donated step. Tolerance: every parameter within
+3% of its own update's size (a wrong momentum, weight-decay or loss convention is off by ~100%; float32 BatchNorm
+over 8 values per channel in layer4 amplifies the kernels' summation order, measured up to 1.4% in conv1 with
+XLA's default CPU kernels), BatchNorm statistics within 1e-4 of their scale (PyTorch's unbiased running variance
+included). The float64 check of the same step, to 1e-6, is tests/test_equivalence.py.
 """
 
 from __future__ import annotations
@@ -55,5 +57,5 @@ def test_train_step_matches_pytorch():
         else:
             update = np.abs(expected - start).max()
             assert update > 0, key
-            assert err <= 1e-2 * update, (key, err, update)
+            assert err <= 3e-2 * update, (key, err, update)
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(trainer.state["rest"]))

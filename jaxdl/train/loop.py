@@ -63,7 +63,7 @@ class Trainer:
         self.replicated, self.sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
         tx, self.train_step, self.eval_step = step.compile_steps(config, steps_per_epoch, self.replicated)
         self.graphs, state = step.split(model, tx)
-        self.state = parallel.place(state, self.replicated)
+        self.state = parallel.place(state, self.replicated, copy=True)  # donated by every step
         self.history: list[dict[str, Any]] = []
 
     @property

@@ -44,11 +44,13 @@ def check_batch_size(batch_size: int, m: Mesh) -> None:
         raise ValueError(f"batch size {batch_size} does not split evenly over {m.size} devices")
 
 
-def place(tree: Any, sharding: NamedSharding) -> Any:
+def place(tree: Any, sharding: NamedSharding, *, copy: bool = False) -> Any:
     """Put host arrays (identical on every process) onto `sharding`'s devices.
 
-    One process: a plain device_put. Several: each process fills only the shards its own devices hold.
+    One process: a plain device_put, which may hand back the very buffers it was given unless `copy` (a state
+    the train step will donate must not be the caller's model's buffers). Several: each process fills only the
+    shards its own devices hold, always in new buffers.
     """
     if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
+        return jax.device_put(tree, sharding, may_alias=not copy)
     return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]), tree)
