@@ -23,7 +23,9 @@ FLAGS = ["--datasets", "1", "--points", "2", "--gd-steps", "40", "--epochs", "1"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("convexity")
-    main(["--out", str(out), *FLAGS])
+    with pytest.MonkeyPatch.context() as mp:  # the CLI's opt-in XLA flag would outlive it in this process
+        mp.setenv("JAXDL_CPU_FLAGS", "0")
+        main(["--out", str(out), *FLAGS])
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
 
 
@@ -126,7 +128,7 @@ def test_report_and_plots(run):
     for name, size in sizes.items():
         with Image.open(out / name) as im:
             assert (im.format, im.size) == ("PNG", size)
-            assert len(im.getcolors(1 << 16) or range(1 << 16)) > 10  # drawn on, not blank
+            assert np.asarray(im.convert("L")).std() > 5  # drawn on, not blank
 
 
 def test_cli_keeps_its_flags(capsys):

@@ -116,7 +116,7 @@ def test_model_batch_loss_uses_eval_mode_and_leaves_model_alone():
             return self.bn(self.lin(x))
 
     model = Net(nnx.Rngs(0))
-    model.bn.mean.value = jnp.asarray([1.0, -2.0, 0.5])  # running stats differ from batch stats
+    model.bn.mean[...] = jnp.asarray([1.0, -2.0, 0.5])  # running stats differ from batch stats
     model.train()
     x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32)
     y = jnp.asarray([0, 1, 2, 0, 1, 2])

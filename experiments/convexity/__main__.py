@@ -21,6 +21,7 @@ from jaxdl.runtime import use_fast_cpu_flags
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The study's flags: sizes of each part (the defaults are a few minutes on a 2-core CPU) and where to write."""
     p = argparse.ArgumentParser(prog="python -m experiments.convexity", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)

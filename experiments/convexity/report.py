@@ -4,6 +4,7 @@ the results, so the prose cannot drift from what was measured."""
 from __future__ import annotations
 
 from experiments.convexity.q2 import CHOICES
+from jaxdl.report import markdown_table
 
 
 def render(r: dict) -> str:
@@ -83,16 +84,16 @@ def _q2(q2: dict) -> list[str]:
 
 
 def _spectra(sp: dict) -> list[str]:
-    lines = ["## Hessian spectra on the digits (eval mode, mean CE)", "",
-             "| model | params | images | train loss by epoch | loss | Lanczos min | Lanczos max | Hutchinson trace "
-             "| exact min / max / trace |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, s in sp.items():
         ex = s.get("exact")
-        exs = f"{ex['min']:.4g} / {ex['max']:.4g} / {ex['trace']:.4g}" if ex else "--"
-        epochs = ", ".join(f"{v:.3f}" for v in s["train_loss_per_epoch"])
-        lines.append(f"| {name} | {s['num_params']:,} | {s['num_images']} | {epochs} | {s['loss']:.3f} | "
-                     f"{s['lanczos_min']:.4g} | {s['lanczos_max']:.4g} | {s['trace']:.4g} +- {s['trace_stderr']:.2g} | {exs} |")
+        rows.append([name, f"{s['num_params']:,}", s["num_images"], ", ".join(f"{v:.3f}" for v in s["train_loss_per_epoch"]),
+                     f"{s['loss']:.3f}", f"{s['lanczos_min']:.4g}", f"{s['lanczos_max']:.4g}",
+                     f"{s['trace']:.4g} +- {s['trace_stderr']:.2g}",
+                     f"{ex['min']:.4g} / {ex['max']:.4g} / {ex['trace']:.4g}" if ex else "--"])
+    header = ["model", "params", "images", "train loss by epoch", "loss", "Lanczos min", "Lanczos max",
+              "Hutchinson trace", "exact min / max / trace"]
+    lines = ["## Hessian spectra on the digits (eval mode, mean CE)", "", markdown_table(header, rows)]
     if "mlp_8x8" in sp and "exact" in sp["mlp_8x8"]:
         s = sp["mlp_8x8"]
         ex = s["exact"]
