@@ -33,7 +33,8 @@ class Architecture:
 
     twin: where its PyTorch twin lives, "module:attribute" (torchvision's own model, or the course's small
         models written the PyTorch way in `convert.twins`); imported only by the converter and the tests.
-    min_input_size: the smallest square input its layers accept (torchvision's AlexNet fails below 63x63).
+    min_input_size: the smallest square input its layers accept (torchvision's AlexNet fails below 63x63, VGG
+        below 32x32; the small models size their classifier from it).
     options: the keyword options `create` accepts beyond num_classes, with their defaults.
     """
 
@@ -63,12 +64,12 @@ def _record(name: str, family: str, build: Callable[..., nnx.Module], head: str,
 
 REGISTRY: Mapping[str, Architecture] = MappingProxyType({a.name: a for a in [
     _record("mlp", "mlp", MLP, "fc", "convert.twins:MLP"),
-    _record("cnn", "cnn", CNN, "fc2", "convert.twins:CNN"),
-    _record("lenet5", "lenet5", LeNet5, "fc3", "convert.twins:LeNet5"),
+    _record("cnn", "cnn", CNN, "fc2", "convert.twins:CNN", small.CNN_MIN_INPUT_SIZE),
+    _record("lenet5", "lenet5", LeNet5, "fc3", "convert.twins:LeNet5", small.LENET5_MIN_INPUT_SIZE),
     _record("alexnet", "alexnet", alexnet.alexnet, "classifier.6", "torchvision.models:alexnet",
             alexnet.MIN_INPUT_SIZE),
-    *(_record(name, "vgg", functools.partial(vgg.vgg, name), "classifier.6", f"torchvision.models:{name}")
-      for depth in vgg.DEPTHS for name in (depth, f"{depth}_bn")),
+    *(_record(name, "vgg", functools.partial(vgg.vgg, name), "classifier.6", f"torchvision.models:{name}",
+              vgg.MIN_INPUT_SIZE) for depth in vgg.DEPTHS for name in (depth, f"{depth}_bn")),
     *(_record(name, "resnet", functools.partial(resnet.resnet, name), "fc", f"torchvision.models:{name}")
       for name in resnet.CONFIGS),
 ]})

@@ -37,6 +37,7 @@ class MLP(nnx.Module):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, image_size: int = 28,
                  hidden: Sequence[int] = (256, 128), activation_fn: str = "relu", conv: ConvPolicy = DEFAULT,
                  rngs: nnx.Rngs):
+        check_input_size("MLP", image_size, 1)
         self.spec = ModelSpec.of("mlp", num_classes, in_channels=in_channels, image_size=image_size,
                                  hidden=tuple(hidden), activation_fn=activation_fn)
         widths = [image_size * image_size * in_channels, *hidden]
@@ -49,6 +50,15 @@ class MLP(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         return self.fc(self.hidden(flatten(x)))
+
+
+# The smallest square inputs whose last feature map keeps at least one pixel (the small models size fc1 from it).
+CNN_MIN_INPUT_SIZE, LENET5_MIN_INPUT_SIZE = 10, 16
+
+
+def check_input_size(name: str, image_size: int, minimum: int) -> None:
+    if image_size < minimum:
+        raise ValueError(f"{name} needs inputs of at least {minimum}x{minimum} pixels, got image_size={image_size}")
 
 
 def cnn_feature_shape(image_size: int) -> tuple[int, int, int]:
@@ -67,6 +77,7 @@ class CNN(nnx.Module):
 
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, image_size: int = 28, units: int = 128,
                  activation_fn: str = "relu", conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs):
+        check_input_size("CNN", image_size, CNN_MIN_INPUT_SIZE)
         self.spec = ModelSpec.of("cnn", num_classes, in_channels=in_channels, image_size=image_size, units=units,
                                  activation_fn=activation_fn)
         self.conv1 = conv2d(in_channels, 32, 3, conv=conv, rngs=rngs)
@@ -87,6 +98,7 @@ class LeNet5(nnx.Module):
 
     def __init__(self, num_classes: int = 10, *, in_channels: int = 3, image_size: int = 32,
                  conv: ConvPolicy = DEFAULT, rngs: nnx.Rngs):
+        check_input_size("LeNet-5", image_size, LENET5_MIN_INPUT_SIZE)
         self.spec = ModelSpec.of("lenet5", num_classes, in_channels=in_channels, image_size=image_size)
         self.conv1 = conv2d(in_channels, 6, 5, conv=conv, rngs=rngs)
         self.conv2 = conv2d(6, 16, 5, conv=conv, rngs=rngs)

@@ -27,6 +27,7 @@ CFGS: dict[str, list[int | str]] = {
 }
 DEPTHS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
 FEATURE_SHAPE = (512, 7, 7)  # (C, H, W) entering the classifier, after the adaptive pool
+MIN_INPUT_SIZE = 32  # five 2x2 max pools: smaller maps collapse to zero size, as in torchvision
 
 linear_init = nnx.initializers.normal(0.01)
 
@@ -72,6 +73,9 @@ class VGG(nnx.Module):
         ])
 
     def __call__(self, x: Array) -> Array:
+        if min(x.shape[1:3]) < MIN_INPUT_SIZE:
+            raise ValueError(f"VGG needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels, got "
+                             f"{x.shape[1]}x{x.shape[2]}: resize the images (e.g. --image-size 32)")
         x = adaptive_avg_pool2d(self.features(x), FEATURE_SHAPE[1:])
         return self.classifier(flatten(x))
 
