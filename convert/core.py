@@ -6,11 +6,13 @@ computes what the torchvision model computes up to float reassociation.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from flax import nnx
 
 from convert.keymaps import keymap
-from jaxdl.models import architecture, spec
+from jaxdl.models import architecture, names, spec
 from jaxdl.weights import assign, blank, fresh_head, key, variables
 
 
@@ -41,7 +43,11 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
     head = state.get(head_key)
     if num_classes is None:
         if head is None:
-            raise ConversionError(f"cannot convert to {arch}: the state_dict has no {head_key} to take num_classes from")
+            known = {e.torch_key for e in keymap(blank(arch, 1, **options)).entries}  # keys do not depend on it
+            if len(known & state.keys()) < len(known) / 2:
+                raise ConversionError(f"cannot convert to {arch}: {_foreign(state, arch, known)}")
+            raise ConversionError(f"cannot convert to {arch}: the state_dict has no {head_key} to take num_classes "
+                                  "from: give num_classes")
         num_classes = head.shape[0]
     replace_head = head is not None and head.shape[0] != num_classes
     model = blank(arch, num_classes, seed=seed, **options)
@@ -63,12 +69,45 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
             problems.append(f"{e.torch_key}: shape {got} does not fit {arch}'s {expected}")
             continue
         values[key(e.path)] = e.layout.to_flax(state[e.torch_key])
-    if problems:
-        raise ConversionError(f"cannot convert state_dict to {arch} ({len(problems)} problems): " + "; ".join(problems))
+    if problems:  # a near miss names every problem; a state_dict of another model says what it looks like
+        foreign = len(known & state.keys()) < len(known) / 2
+        raise ConversionError(f"cannot convert state_dict to {arch} ({len(problems)} problems): "
+                              + (_foreign(state, arch, known) if foreign else "; ".join(problems)))
     if replace_head:
         values |= fresh_head(model, seed)
     assign(model, values, what=f"the {arch} state_dict")
     return model
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_keys(arch: str) -> frozenset[str]:
+    """The state_dict keys of `arch`'s PyTorch twin at its default options."""
+    return frozenset(e.torch_key for e in keymap(blank(arch, 1)).entries)
+
+
+def _looks_like(state: dict, other_than: str) -> str | None:
+    """The architecture `state` is a state_dict of: the one whose keys it has exactly, else the closest (more
+    than half the keys shared) among those whose classifier key it holds; None when nothing fits."""
+    keys, best, best_overlap = set(state), None, 0.5
+    for name in names():
+        if name == other_than or f"{architecture(name).head}.weight" not in keys:
+            continue
+        expected = _torch_keys(name)
+        if expected == keys:
+            return name
+        overlap = len(expected & keys) / len(expected | keys)
+        if overlap > best_overlap:
+            best, best_overlap = name, overlap
+    return best
+
+
+def _foreign(state: dict, arch: str, known: set[str]) -> str:
+    """Why `state` is not a state_dict of `arch`, and what it seems to be instead."""
+    missing = len(known - state.keys())
+    text = f"the state_dict does not look like a {arch} one: {missing} of {arch}'s {len(known)} keys are missing"
+    guess = _looks_like(state, arch)
+    return text + (f"; it looks like a {guess} state_dict: convert it as {guess}" if guess
+                   else "; check the architecture, or that the file is this model's state_dict")
 
 
 def to_torch(model: nnx.Module) -> dict:

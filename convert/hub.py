@@ -6,6 +6,8 @@ it belongs in, so a user without network can fetch it elsewhere and put it there
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,7 +36,8 @@ def weights_entry(arch: str, weights: str = "imagenet"):
     try:
         return available[name]
     except KeyError:
-        raise ValueError(f"{arch} has no weights {weights!r}: choose imagenet or one of {', '.join(available.__members__)}") from None
+        raise ValueError(f"{arch} has no weights {weights!r}: choose imagenet or one of {', '.join(available.__members__)}, "
+                         "or give a .pth file") from None
 
 
 def torch_file(arch: str, weights: str = "imagenet", timeout: float = PROBE_TIMEOUT_S) -> Path:
@@ -57,16 +60,37 @@ def torch_file(arch: str, weights: str = "imagenet", timeout: float = PROBE_TIME
     return file
 
 
+def _refusal(error: Exception) -> str | None:
+    """torch's reason for refusing to unpickle something under weights_only=True (a global such as os.system,
+    an opcode it does not allow), or None when `error` is not such a refusal."""
+    text = str(error)
+    if not (isinstance(error, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
+        return None
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Check the documentation", "Please file an issue"))]
+    return reasons[-1] if reasons else "a type outside torch's allowlist"
+
+
 def load_pth(file: str | Path) -> dict:
     """A state_dict from a .pth file, unpickled with weights_only=True (no code runs from the file)."""
     import torch
 
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error below says what matters
+            warnings.simplefilter("ignore")
+            obj = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{file} is a directory: give the .pth file") from None
     except Exception as e:  # torch raises a zoo of types for truncated or foreign files
-        raise ValueError(f"{file} is not a readable PyTorch checkpoint ({type(e).__name__}): is it truncated?") from None
+        refused = _refusal(e)
+        if refused is not None:
+            raise ValueError(f"{file} holds Python objects or code, not just tensors, and jaxdl refuses to unpickle it "
+                             f"({refused}): re-save only the tensors with torch.save(model.state_dict(), ...) where the "
+                             "file comes from, if you trust it") from None
+        raise ValueError(f"{file} is not a readable PyTorch checkpoint ({type(e).__name__}): is it truncated, "
+                         "or not a .pth file?") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

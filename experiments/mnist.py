@@ -10,16 +10,19 @@ network and the grid scales both layers together: one knob keeps the two models'
 
 Writes DIR/cv_results.json, DIR/metrics.json, DIR/report.md and DIR/cv_heatmap.png. Offline, `--data auto`
 uses scikit-learn's real 8x8 digits with one warning that they are NOT MNIST, and the report says so. Mistakes
-in the arguments (or in the grid) end the run with one line on stderr and exit status 2.
+in the arguments (or in the grid), and data that cannot be had, end the run before any training with one line
+on stderr and exit status 2 (`jaxdl.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import numpy as np
 from flax import nnx
 from sklearn.metrics import precision_recall_fscore_support
 
+from jaxdl import cli
 from jaxdl import data as jdata
 from jaxdl import search
 from jaxdl.models import CNN, MLP
@@ -41,6 +45,50 @@ SINGLE = {"units": 128, "activation": "relu"}  # without --search: the seeds' wi
 # The seeds' Q3 numbers (small CNN, real MNIST, GridSearchCV 3-fold): the baseline every report quotes.
 SEED_CV, SEED_TEST = 0.9652, 0.9757
 CNN_MIN_SIZE = 28  # the CNN's two valid convs and pools need room: digits are upsampled to MNIST's size
+GRID_KEYS = ("units", "activation", "lr")
+PROG = "python -m experiments.mnist"
+
+
+def check_value(key: str, value: Any) -> None:
+    """Refuse a grid value the models (or Adam) cannot take, with a ValueError that says which and why."""
+    if key == "units" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ValueError(f"units must be a positive integer, got {value!r}")
+    if key == "activation" and (not isinstance(value, str) or value not in ACTIVATIONS):
+        raise ValueError(f"unknown activation {value!r}: choose one of {', '.join(ACTIVATIONS)}")
+    if key == "lr" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                        or value <= 0):
+        raise ValueError(f"lr must be a positive number, got {value!r}")
+
+
+def grid_arg(text: str) -> dict[str, list]:
+    """--grid: a JSON object mapping units/activation/lr to non-empty lists of valid values, checked whole."""
+    example = 'e.g. \'{"units": [32, 64], "activation": ["relu"]}\''
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({e.msg}): give an object of lists, {example}") from None
+    if not isinstance(grid, dict) or not grid:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-empty JSON object of lists: {example}")
+    for key, values in grid.items():
+        if key not in GRID_KEYS:
+            raise argparse.ArgumentTypeError(f"unknown grid key {key!r}: use {', '.join(GRID_KEYS)}")
+        if not isinstance(values, list) or not values:
+            raise argparse.ArgumentTypeError(f"grid key {key!r} needs a non-empty list of values, got {values!r}: "
+                                             f"{example}")
+        for value in values:
+            try:
+                check_value(key, value)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+    return grid
+
+
+def folds_arg(text: str) -> int:
+    """--folds: cross-validation needs at least two folds."""
+    value = int(cli.positive_int(text))
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of folds: cross-validation needs 2 or more")
+    return value
 
 
 def builder(arch: str, image_size: int, in_channels: int = 1) -> search.Builder:
@@ -51,10 +99,8 @@ def builder(arch: str, image_size: int, in_channels: int = 1) -> search.Builder:
         if unknown:
             raise ValueError(f"unknown grid key(s) {', '.join(unknown)}: use units, activation, lr")
         units, act = config.get("units", 128), config.get("activation", "relu")
-        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
-        if act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {act!r}: choose one of {', '.join(ACTIVATIONS)}")
+        check_value("units", units)
+        check_value("activation", act)
         common = dict(in_channels=in_channels, image_size=image_size, activation_fn=act, rngs=rngs)
         return MLP(10, hidden=(2 * units, units), **common) if arch == "mlp" else CNN(10, units=units, **common)
 
@@ -63,14 +109,18 @@ def builder(arch: str, image_size: int, in_channels: int = 1) -> search.Builder:
 
 def load(data: str, arch: str, seed: int) -> tuple[str, jdata.Dataset, jdata.Dataset]:
     """The source used and its train and test splits; 'auto' is jaxdl.data.resolve's choice: real MNIST when
-    cached or reachable, else its offline stand-in (scikit-learn's real 8x8 digits), with a warning."""
+    cached or reachable, else its offline stand-in (scikit-learn's real 8x8 digits), with a warning.
+    Data that cannot be had (offline, not cached, corrupt) is a UsageError: its message says where to put it."""
     source = jdata.resolve(DATA[data], "mnist")
     kw: dict[str, Any] = {}
     if source == "digits":
         kw = dict(image_size=8 if arch == "mlp" else CNN_MIN_SIZE, channels=1)
     if source == "synthetic-mnist":
         kw = dict(n=6000)
-    return source, jdata.load(source, "train", seed=seed, **kw), jdata.load(source, "test", seed=seed, **kw)
+    try:
+        return source, jdata.load(source, "train", seed=seed, **kw), jdata.load(source, "test", seed=seed, **kw)
+    except (jdata.DataUnavailable, jdata.DataCorrupt) as e:
+        raise cli.UsageError(f"--data {data}: {e}") from None
 
 
 def preprocess(images: np.ndarray, arch: str, mean: float | None = None, std: float | None = None) -> np.ndarray:
@@ -158,40 +208,43 @@ def cv_table(cv: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     use_fast_cpu_flags()
-    p = argparse.ArgumentParser(prog="python -m experiments.mnist", description=__doc__.split("\n")[0])
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     p.add_argument("--search", action="store_true", help="grid search with CV, then refit and test")
-    p.add_argument("--grid", type=json.loads, default=SEED_GRID, help="JSON dict of lists (default: seeds' grid)")
-    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--grid", type=grid_arg, default=SEED_GRID,
+                   help="JSON object of lists over units, activation, lr (default: the seeds' grid)")
+    p.add_argument("--folds", type=folds_arg, default=3)
     p.add_argument("--data", choices=tuple(DATA), default="auto")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (a grid key `lr` overrides it)")
+    p.add_argument("--epochs", type=cli.positive_int, default=30)
+    p.add_argument("--batch-size", type=cli.positive_int, default=32)
+    p.add_argument("--lr", type=cli.positive_float, default=3e-3,
+                   help="Adam learning rate (a grid key `lr` overrides it)")
     p.add_argument("--no-standardize", dest="standardize", action="store_false")
     p.add_argument("--sequential", action="store_true", help="train the search's members one by one (baseline)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.natural_int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/mnist"))
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be positive")
+    cli.writable_dir(args.out)
 
     source, train, test = load(args.data, args.model, args.seed)
+    if args.search:  # the one check that needs the data: every class must fill every fold
+        try:
+            search.folds(train.labels, args.folds)
+        except ValueError as e:
+            raise cli.UsageError(f"--folds {args.folds}: {e}") from None
     real_mnist = train.real and source in ("mnist", "tfds:mnist")
     stats = (train.images.mean() / 255.0, train.images.std() / 255.0) if args.standardize else (None, None)
     x, xt = (preprocess(d.images, args.model, *stats) for d in (train, test))
     build = builder(args.model, train.images.shape[1], train.images.shape[3])
     started = time.perf_counter()
-    try:
-        if args.search:
-            gs = search.GridSearch(build, args.grid, cv=args.folds, epochs=args.epochs, batch_size=args.batch_size,
-                                   lr=args.lr, seed=args.seed, vmap=not args.sequential, log=print).fit(x, train.labels)
-            model, best = gs.best_estimator_, gs.best_params_
-        else:
-            best = SINGLE
-            batches = search.schedule(len(x), args.batch_size, args.epochs, args.seed)
-            model = search.fit(build, best, x, train.labels, batches, lr=args.lr, seed=args.seed)
-    except ValueError as err:
-        p.error(str(err))
+    if args.search:  # every argument was checked above: a ValueError from here on is a bug, with its traceback
+        gs = search.GridSearch(build, args.grid, cv=args.folds, epochs=args.epochs, batch_size=args.batch_size,
+                               lr=args.lr, seed=args.seed, vmap=not args.sequential, log=print).fit(x, train.labels)
+        model, best = gs.best_estimator_, gs.best_params_
+    else:
+        best = SINGLE
+        batches = search.schedule(len(x), args.batch_size, args.epochs, args.seed)
+        model = search.fit(build, best, x, train.labels, batches, lr=args.lr, seed=args.seed)
     elapsed = time.perf_counter() - started
     pred = np.asarray(jnp.argmax(model(jnp.asarray(xt)), -1))
     precision, recall, f1, _ = precision_recall_fscore_support(test.labels, pred, average="macro", zero_division=0)
@@ -202,7 +255,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_macro_recall": float(recall), "test_macro_f1": float(f1), "seconds": elapsed,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2))
     lines = [f"# {args.model.upper()} on {train.name}", "", f"Command: `python -m experiments.mnist "
              f"{shlex.join(sys.argv[1:] if argv is None else argv)}`", "",
@@ -224,5 +276,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
+def one_line_warnings() -> None:
+    """Print warnings as `warning: ...`, one line each, without warnings.warn's source line (the CLI only:
+    `main` itself emits ordinary warnings, which callers and tests can catch)."""
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
+
+
 if __name__ == "__main__":
-    main()
+    one_line_warnings()
+    sys.exit(cli.run(main, PROG))

@@ -17,6 +17,7 @@ import argparse
 import errno
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,10 +41,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def run(main: Callable[[list[str] | None], object], prog: str, argv: list[str] | None = None) -> int:
-    """Run `main(argv)`, turning every expected failure into one line on stderr and an exit status."""
+    """Run `main(argv)`, turning every expected failure into one line on stderr and an exit status; warnings
+    print as one line `warning: ...` too (no source line), while it runs."""
     try:
-        main(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line
+            main(argv)
         return 0
     except UsageError as e:
         status, message = 2, f"error: {e}"
@@ -56,7 +64,8 @@ def run(main: Callable[[list[str] | None], object], prog: str, argv: list[str] |
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        status, message = 1, f"error: cannot write {e.filename or 'output'}: {e.strerror}"
+        custom = type(e).__str__ is not OSError.__str__  # e.g. CheckpointWriteError, which says what is kept
+        status, message = 1, f"error: {e}" if custom else f"error: cannot write {e.filename or 'output'}: {e.strerror}"
     print(f"{prog}: {message}", file=sys.stderr)
     return status
 

@@ -16,7 +16,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from jaxdl.models import ModelSpec, create, head, spec
+from jaxdl.models import ModelSpec, architecture, create, head, spec
 from jaxdl.models.layers import linear
 
 FORMAT = "jaxdl-nhwc-v1"
@@ -61,7 +61,29 @@ def metadata(file: str | Path) -> dict[str, str]:
         raise WeightsError(f"{file} is not a readable safetensors file ({e}): re-create it with `python -m convert`") from None
     if meta.get("format") != FORMAT:
         raise WeightsError(f"{file} was not written by jaxdl (format {meta.get('format')!r}): convert it with `python -m convert`")
+    _check_model_metadata(file, meta)
     return meta
+
+
+def _check_model_metadata(file: str | Path, meta: dict[str, str]) -> None:
+    """The metadata `load` rebuilds the model from: present, readable, and naming an architecture jaxdl has."""
+    fix = "re-save the model with jaxdl.weights.save or re-create the file with `python -m convert`"
+    missing = [k for k in ("arch", "num_classes", "options") if k not in meta]
+    if missing:
+        raise WeightsError(f"{file} lacks the metadata {', '.join(missing)} a model is rebuilt from: {fix}")
+    try:
+        arch = architecture(meta["arch"])
+    except ValueError as e:
+        raise WeightsError(f"{file} names an architecture jaxdl does not have ({e}): {fix}") from None
+    try:
+        num_classes, options = int(meta["num_classes"]), json.loads(meta["options"])
+    except ValueError:
+        raise WeightsError(f"{file} has unreadable metadata (num_classes {meta['num_classes']!r}, "
+                           f"options {meta['options']!r}): {fix}") from None
+    unknown = sorted(set(options) - set(arch.options)) if isinstance(options, dict) else None
+    if num_classes < 1 or unknown is None or unknown:
+        raise WeightsError(f"{file} has metadata {arch.name} cannot be built from (num_classes {meta['num_classes']!r}, "
+                           f"options {meta['options']!r}): {fix}")
 
 
 def blank(arch: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:

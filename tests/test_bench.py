@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments.bench import conv, convert, frameworks, harness, train, twins
+from jaxdl import cli
 
 
 def test_framework_run_checks_the_twins_and_counts_flops(tmp_path):
@@ -44,13 +45,10 @@ def test_framework_run_checks_the_twins_and_counts_flops(tmp_path):
 
 
 def test_unknown_model_is_one_line(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        frameworks.main(["--models", "mlp,resnet19"])
-    err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]  # argparse: the usage, then the error on one line
-    assert exit_.value.code == 2 and last.endswith("error: unknown architecture 'resnet19': choose one of mlp, cnn, "
-                                                   "lenet5, alexnet, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, "
-                                                   "vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152")
+    assert cli.run(frameworks.main, "python -m experiments.bench", ["--models", "mlp,resnet19"]) == 2
+    assert capsys.readouterr().err == ("python -m experiments.bench: error: unknown architecture 'resnet19': choose one "
+                                       "of mlp, cnn, lenet5, alexnet, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, "
+                                       "vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152\n")
 
 
 @pytest.mark.filterwarnings("ignore:'experiments.bench:RuntimeWarning")  # runpy: the module is imported already

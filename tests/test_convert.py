@@ -51,7 +51,8 @@ def test_wrong_arch_lists_every_problem(resnet18_sd: dict) -> None:
         convert.from_torch(resnet18_sd, "resnet34")
     with pytest.raises(ValueError, match="unknown architecture 'resnet19'"):
         convert.from_torch(resnet18_sd, "resnet19")
-    with pytest.raises(convert.ConversionError, match=r"cannot convert state_dict to lenet5 \(\d+ problems\).*missing key fc1.weight"):
+    with pytest.raises(convert.ConversionError, match=r"cannot convert state_dict to lenet5 \(\d+ problems\): the state_dict "
+                       r"does not look like a lenet5 one: 9 of lenet5's 10 keys are missing; it looks like a resnet18"):
         convert.from_torch(resnet18_sd, "lenet5", num_classes=10)
 
 

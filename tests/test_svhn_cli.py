@@ -27,7 +27,7 @@ def run(out: Path, *argv: str) -> dict:
     (["--arch", "lenet5", "--data", "cifar"], "unknown --data 'cifar': choose one of auto, svhn"),
     (["--arch", "lenet5", "--weights", "/nonexistent/w.safetensors"], "no such file"),
     (["--arch", "lenet5", "--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
-    (["--epochs", "two"], "argument --epochs: invalid int value"),
+    (["--epochs", "two"], "argument --epochs: 'two' is not a positive integer"),
 ])
 def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
     assert main(argv) == 2

@@ -1,6 +1,7 @@
 """`python -m experiments.bench`: the framework comparison (`experiments.bench.frameworks`)."""
 
-from experiments.bench.frameworks import main
+from experiments.bench import harness
+from experiments.bench.frameworks import MODULE, main
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

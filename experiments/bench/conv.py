@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import harness
+from jaxdl import cli
 from jaxdl.models import ConvPolicy
 from jaxdl.runtime import use_fast_cpu_flags
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     use_fast_cpu_flags()
     p = harness.parser(MODULE, __doc__)
     p.add_argument("--layers", default=",".join(LAYERS))
-    p.add_argument("--seconds", type=float, default=20.0, help=f"per layer: rounds (at least {MIN_ROUNDS}) for this long")
+    p.add_argument("--seconds", type=cli.natural_float, default=20.0, help=f"per layer: rounds (at least {MIN_ROUNDS}) for this long")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     for layer in args.layers.split(","):
@@ -110,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

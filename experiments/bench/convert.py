@@ -16,6 +16,7 @@ import torchvision
 
 import convert
 from experiments.bench import harness
+from jaxdl import cli
 from jaxdl.models import TORCHVISION
 from jaxdl.runtime import use_fast_cpu_flags
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     use_fast_cpu_flags()
     p = harness.parser(MODULE, __doc__)
     p.add_argument("--arch", default=",".join(TORCHVISION))
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=cli.positive_int, default=3)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     for arch in args.arch.split(","):
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

@@ -43,6 +43,7 @@ from flax import nnx
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench import harness, twins
+from jaxdl import cli
 from jaxdl.models import DEFAULT, ConvPolicy, check_name
 from jaxdl.runtime import use_fast_cpu_flags
 from jaxdl.train import TrainConfig, Trainer, parallel
@@ -189,15 +190,15 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = harness.parser(MODULE, __doc__)
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=10.0,
+    p.add_argument("--batch-size", type=cli.positive_int, default=128)
+    p.add_argument("--rounds", type=cli.positive_int, default=5)
+    p.add_argument("--steps", type=cli.positive_int, default=5)
+    p.add_argument("--seconds", type=cli.natural_float, default=10.0,
                    help="after --rounds, add rounds until each framework's seconds per step, summed over its "
                         f"rounds, reach this (at most {MAX_ROUNDS} rounds)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 compute in both frameworks")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd PyTorch")
-    p.add_argument("--space-to-depth-block", type=int, default=DEFAULT.space_to_depth_block,
+    p.add_argument("--space-to-depth-block", type=cli.natural_int, default=DEFAULT.space_to_depth_block,
                    help="CPU: pixel block of jaxdl's space-to-depth convolutions (LeNet-5's layers); 0: XLA's")
     p.add_argument("--out", default="bench.json")
     args = p.parse_args(argv)

@@ -26,12 +26,40 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 
+from jaxdl import cli
+from jaxdl.models import check_name
+
 T = TypeVar("T")
 
 
 def parser(module: str, doc: str) -> argparse.ArgumentParser:
-    """The command line of `python -m module`, described by the first paragraph of the bench's docstring."""
-    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+    """The command line of `python -m module`, described by the first paragraph of the bench's docstring; a
+    mistake is one line (`jaxdl.cli.Parser`)."""
+    return cli.Parser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+
+
+def run(main: Callable[[list[str] | None], object], module: str) -> None:
+    """A bench's `__main__`: `main` under `jaxdl.cli.run`, exiting with its status."""
+    sys.exit(cli.run(main, f"python -m {module}"))
+
+
+def arch(text: str) -> str:
+    """An argparse type: one jaxdl architecture."""
+    try:
+        check_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def positive_ints(text: str) -> str:
+    """An argparse type: comma-separated positive integers, checked and kept as written."""
+    for part in text.split(","):
+        try:
+            cli.positive_int(part)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers") from None
+    return text
 
 
 # ------------------------------------------------------------------------------------------------ timing

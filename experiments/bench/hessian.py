@@ -30,6 +30,7 @@ from flax import nnx
 from pyhessian import hessian as pyhessian
 
 from experiments.bench import harness, twins
+from jaxdl import cli
 from jaxdl import data
 from jaxdl import hessian as hs
 from jaxdl.runtime import use_fast_cpu_flags
@@ -99,17 +100,19 @@ def run_pyhessian(twin: torch.nn.Module, x: np.ndarray, y: np.ndarray, power_ite
 def main(argv: list[str] | None = None) -> None:
     use_fast_cpu_flags()
     p = harness.parser(MODULE, __doc__)
-    p.add_argument("--arch", default="cnn", help="any jaxdl architecture, e.g. cnn, mlp, resnet18")
-    p.add_argument("--images", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=1, help="Adam epochs on the digits before measuring")
-    p.add_argument("--power-iters", type=int, default=20)
-    p.add_argument("--probes", type=int, default=20)
-    p.add_argument("--chunk", type=int, help="Hutchinson probes vmapped at once (JAX; default: 1 on CPU, all on GPU)")
-    p.add_argument("--eig-rtol", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--arch", type=harness.arch, default="cnn", help="any jaxdl architecture, e.g. cnn, mlp, resnet18")
+    p.add_argument("--images", type=cli.positive_int, default=128)
+    p.add_argument("--epochs", type=cli.natural_int, default=1, help="Adam epochs on the digits before measuring")
+    p.add_argument("--power-iters", type=cli.positive_int, default=20)
+    p.add_argument("--probes", type=cli.positive_int, default=20)
+    p.add_argument("--chunk", type=cli.positive_int, help="Hutchinson probes vmapped at once (JAX; default: 1 on CPU, all on GPU)")
+    p.add_argument("--eig-rtol", type=cli.positive_float, default=0.02)
+    p.add_argument("--seed", type=cli.natural_int, default=0)
+    p.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    if args.chunk is not None and args.probes % args.chunk:
+        p.error(f"--chunk {args.chunk} does not divide --probes {args.probes}: choose a divisor, e.g. 1")
 
     torch.set_num_threads(args.threads)
     ds = data.load("digits", "train", image_size=twins.IMAGE[0], channels=twins.IMAGE[2])
@@ -148,4 +151,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

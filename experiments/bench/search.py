@@ -26,6 +26,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neural_network import MLPClassifier
 
 from experiments.bench import harness
+from jaxdl import cli
 from jaxdl import data, search
 from jaxdl.runtime import use_fast_cpu_flags
 
@@ -68,11 +69,11 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     use_fast_cpu_flags()
     p = harness.parser(MODULE, __doc__)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--units", default="32,64,128", help="the grid's widths: hidden layers (2*units, units)")
+    p.add_argument("--epochs", type=cli.positive_int, default=30)
+    p.add_argument("--batch-size", type=cli.positive_int, default=32)
+    p.add_argument("--lr", type=cli.positive_float, default=3e-3)
+    p.add_argument("--repeat", type=cli.positive_int, default=1)
+    p.add_argument("--units", type=harness.positive_ints, default="32,64,128", help="the grid's widths: hidden layers (2*units, units)")
     p.add_argument("--activations", default="relu,tanh,sigmoid", help=f"the grid's, of {', '.join(SKLEARN_ACTIVATIONS)}")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
@@ -108,4 +109,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

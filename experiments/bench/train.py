@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from experiments.bench import harness, twins
+from jaxdl import cli
 from jaxdl.data import Loader, dataset_mean_std, load, throughput
 from jaxdl.runtime import use_fast_cpu_flags
 from jaxdl.train import TrainConfig, Trainer
@@ -40,10 +41,10 @@ def torch_epochs(net: torch.nn.Module, config: TrainConfig, loader: Loader) -> l
 def main(argv: list[str] | None = None) -> None:
     use_fast_cpu_flags()
     p = harness.parser(MODULE, __doc__)
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--n", type=int, default=1024, help="training images per epoch")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--arch", type=harness.arch, default="resnet18")
+    p.add_argument("--n", type=cli.positive_int, default=1024, help="training images per epoch")
+    p.add_argument("--batch-size", type=cli.positive_int, default=128)
+    p.add_argument("--epochs", type=cli.positive_int, default=2)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     ds = load("synthetic", "train", n=args.n)
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, MODULE)

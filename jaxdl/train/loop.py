@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from jaxdl.train import parallel, step
 from jaxdl.train.checkpoint import CheckpointMismatch, Checkpoints
+from jaxdl.train.rundir import RunExists
 from jaxdl.train.config import TrainConfig
 
 
@@ -72,34 +73,55 @@ class Trainer:
         detached from the trainer, on every access."""
         return step.merge(self.graphs, jax.device_get(self.state))
 
-    def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, resume: bool = False) -> list[dict[str, Any]]:
-        """Train for config.epochs; with `checkpoints`, save after every epoch and (resume) continue the last run."""
+    def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, *, resume: bool = False,
+            overwrite: bool = False, identity: dict[str, Any] | None = None,
+            may_change: Collection[str] = ()) -> list[dict[str, Any]]:
+        """Train for config.epochs; with `checkpoints`, save after every epoch.
+
+        `checkpoints` holding an earlier run is continued (`resume`) or replaced (`overwrite`), never silently:
+        neither raises RunExists. A resume checks that the run is the same one: the TrainConfig and `identity`
+        (what else defines the run, e.g. its data, input size and starting weights) must equal the saved ones,
+        except the keys in `may_change` (e.g. "lr" after a diverging loss), whose change is recorded in the
+        history. A damaged newest checkpoint is skipped (one warning) for the newest intact one.
+        """
         if len(loader) != self.steps_per_epoch:
             raise ValueError(f"loader has {len(loader)} batches per epoch, the schedule was built for {self.steps_per_epoch}")
-        first = 0
-        if checkpoints is not None:
-            first = self._restore(checkpoints) if resume else self._clear(checkpoints)
+        first, self._identity, self._changed = 0, dict(identity or {}), {}
+        if checkpoints is not None and checkpoints.latest_epoch() is not None:
+            if resume:
+                first = self._restore(checkpoints, set(may_change))
+            elif overwrite:
+                checkpoints.clear()
+            else:
+                raise RunExists(f"{checkpoints.directory} holds checkpoints of an earlier run: resume it or overwrite it")
         for epoch in range(first, self.config.epochs):
-            self.history.append(self._epoch(loader, epoch, checkpoints))
+            self.history.append(self._epoch(loader, epoch, checkpoints) | self._changed)
+            self._changed = {}
             if checkpoints is not None:
-                checkpoints.save(epoch, self.state, {"config": self.config.to_dict(), "history": self.history})
+                checkpoints.save(epoch, self.state, self._record())
         return self.history
 
-    def _clear(self, checkpoints: Checkpoints) -> int:
-        for old in checkpoints.manager.all_steps():
-            checkpoints.manager.delete(old)
-        return 0
+    def _record(self) -> dict[str, Any]:
+        """What a checkpoint says about its run, besides the arrays."""
+        return {"config": self.config.to_dict(), "identity": self._identity, "history": self.history}
 
-    def _restore(self, checkpoints: Checkpoints) -> int:
-        if checkpoints.latest_epoch() is None:
-            return 0
-        self.state, meta = checkpoints.restore(self.state)
-        saved, now = meta["config"], self.config.to_dict()
-        if saved != now:
-            changed = ", ".join(f"{k}={saved[k]} (now {now.get(k)})" for k in sorted(saved) if saved[k] != now.get(k))
-            raise CheckpointMismatch(f"cannot resume {checkpoints.directory}: it was trained with other settings: {changed}")
-        self.history = meta["history"]
+    def _restore(self, checkpoints: Checkpoints, may_change: set[str]) -> int:
+        self._check_same_run(checkpoints, checkpoints.meta(), may_change)  # before loading arrays of another shape
+        self.state, meta, epoch = checkpoints.restore_latest_good(self.state)
+        self._check_same_run(checkpoints, meta, may_change)  # the one restored (an older one if the newest was bad)
+        self.history = meta["history"][: epoch + 1]
         return len(self.history)
+
+    def _check_same_run(self, checkpoints: Checkpoints, meta: dict[str, Any], may_change: set[str]) -> None:
+        saved = {**meta.get("config", {}), **meta.get("identity", {})}
+        now = {**self._record()["config"], **self._identity}
+        changed = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
+        refused = {k: v for k, v in changed.items() if k not in may_change}
+        if refused:
+            listed = ", ".join(f"{k}={old} (now {new})" for k, (old, new) in refused.items())
+            raise CheckpointMismatch(f"cannot resume {checkpoints.directory}: it was trained with other settings: "
+                                     f"{listed}; rerun with its settings, or start afresh with --overwrite")
+        self._changed = {"changed": {k: list(v) for k, v in changed.items()}} if changed else {}
 
     def _epoch(self, loader: Loader, epoch: int, checkpoints: Checkpoints | None) -> dict[str, Any]:
         bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"{self.name} epoch {epoch + 1}/{self.config.epochs}",
@@ -114,7 +136,7 @@ class Trainer:
                 last = checkpoints.latest_epoch() if checkpoints is not None else None
                 kept = f"last good checkpoint: epoch {last + 1} in {checkpoints.directory}" if last is not None else "no checkpoint was kept"
                 raise NonFiniteLoss(f"{self.name or 'training'}: loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
-                                    f"stopped ({kept}); try a lower --lr")
+                                    f"stopped ({kept})")
             n = int(metrics["count"])
             loss_sum, correct, count = loss_sum + loss * n, correct + int(metrics["correct"]), count + n
             if steady_start is None:  # the first step compiles: leave it out of the throughput
