@@ -139,11 +139,11 @@ def load_data(args: argparse.Namespace) -> Data:
                                   **({"n": sizes[split]} if sizes else {})) for split in ("train", "test"))
     except (jdata.DataUnavailable, jdata.DataCorrupt) as e:
         raise UsageError(str(e)) from None
-    train = jdata.stratified_subset(train, args.fraction, args.seed)
-    if len(train) < args.batch_size:
-        raise UsageError(f"--fraction {args.fraction:g} leaves {len(train)} training images, fewer than one batch of "
-                         f"{args.batch_size}: raise --fraction or lower --batch-size")
-    return Data(train, test, source)
+    kept = int(args.fraction * len(train))  # what the stratified subset keeps (scikit-learn rounds down)
+    if kept < max(args.batch_size, 10):
+        raise UsageError(f"--fraction {args.fraction:g} leaves {kept} training images, fewer than one batch of "
+                         f"{args.batch_size} (or one per class): raise --fraction or lower --batch-size")
+    return Data(jdata.stratified_subset(train, args.fraction, args.seed), test, source)
 
 
 @dataclass
