@@ -54,10 +54,10 @@ def straight(tmp_path_factory) -> dict:
 
 
 def study(out: Path, *extra: str, **kw) -> subprocess.Popen:
-    # SIGINT at its default in the child, whatever the test runner's shell did with it
-    return subprocess.Popen([sys.executable, "-m", "experiments.svhn", *TINY, "--out", str(out), *extra], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+    # SIGINT at its default in the child (coreutils' env), whatever the test runner's shell did with it
+    return subprocess.Popen(["env", "--default-signal=INT", sys.executable, "-m", "experiments.svhn", *TINY,
+                             "--out", str(out), *extra], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, text=True, **kw)
 
 
 def wait_for_checkpoint(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:
