@@ -16,6 +16,9 @@ from PIL import Image
 from experiments.convexity.__main__ import main
 from jaxdl import hessian as hs
 
+# one worker runs the whole module, so its module-scoped run is computed once (make test: pytest-xdist loadgroup)
+pytestmark = pytest.mark.xdist_group("convexity")
+
 FLAGS = ["--datasets", "1", "--points", "2", "--gd-steps", "40", "--epochs", "1", "--hessian-images", "24",
          "--resnet-images", "0", "--lanczos-iters", "6", "--probes", "4"]
 

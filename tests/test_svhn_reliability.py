@@ -22,6 +22,9 @@ import pytest
 from experiments.svhn.__main__ import main
 from jaxdl.train import rundir
 
+# one worker runs the whole module, so its module-scoped run is computed once (make test: pytest-xdist loadgroup)
+pytestmark = pytest.mark.xdist_group("svhn_reliability")
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--arch", "lenet5", "--data", "digits", "--fraction", "0.5", "--batch-size", "64", "--epochs", "3",
         "--no-progress"]
@@ -125,22 +128,22 @@ def test_resume_refuses_other_data_settings_by_name(tmp_path, capsys):
 def test_divergence_continues_at_a_new_learning_rate_recorded_in_the_history(tmp_path, capsys, monkeypatch):
     import numpy as np
 
-    from experiments.svhn import __main__ as svhn
+    import jaxdl.data as jdata
 
-    class DivergesInEpoch2(svhn.jdata.Loader):  # the loss becomes NaN in the second epoch, as a too-high lr does
+    class DivergesInEpoch2(jdata.Loader):  # the loss becomes NaN in the second epoch, as a too-high lr does
         def epoch(self, epoch, start=0):
             for batch in super().epoch(epoch, start):
                 yield {**batch, "image": np.full_like(batch["image"], np.nan)} if self.train and epoch == 1 else batch
 
     out = tmp_path / "diverged"
-    monkeypatch.setattr(svhn.jdata, "Loader", DivergesInEpoch2)
+    monkeypatch.setattr(jdata, "Loader", DivergesInEpoch2)
     assert run(out) == 1
     one_line(capsys, 1, "loss became nan at epoch 2", "last good checkpoint: epoch 1", "--resume-with-lr")
     monkeypatch.undo()
     assert run(out, "--resume") == 0  # the same settings resume too (and would diverge again with the same lr)
     capsys.readouterr()
     out2 = tmp_path / "diverged2"
-    monkeypatch.setattr(svhn.jdata, "Loader", DivergesInEpoch2)
+    monkeypatch.setattr(jdata, "Loader", DivergesInEpoch2)
     assert run(out2) == 1
     monkeypatch.undo()
     assert run(out2, "--resume-with-lr", "1e-3") == 0
