@@ -226,6 +226,7 @@ class Checkpoints:
         try:
             for stale in sorted(e for e in self._entries() if e >= epoch):
                 self._discard(stale)
+            self._check_space(sum(np.asarray(x).nbytes for x in leaves) + len(json.dumps(meta)))
             with _quiet():
                 saved = self.manager.save(epoch, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)))
@@ -245,6 +246,14 @@ class Checkpoints:
                             else "no earlier checkpoint exists")
             raise failure from None
         self._retain()
+
+    def _check_space(self, needed: int) -> None:
+        """Refuse a save the disk cannot hold before Orbax starts one: a write that fails midway leaves its
+        other writes' callbacks to a closed event loop, each printing a traceback as the process exits."""
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise OSError(errnos.ENOSPC, f"No space left on device ({needed / 1e6:.1f} MB needed, "
+                                         f"{free / 1e6:.1f} MB free)")
 
     def _write_record(self, path: Path, digests: list[str]) -> None:
         """Write the checksum record last, atomically (temporary file, fsync, rename): it exists only complete."""
