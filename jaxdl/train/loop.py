@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,10 @@ from jaxdl.train import parallel, step
 from jaxdl.train.checkpoint import CheckpointMismatch, Checkpoints
 from jaxdl.train.rundir import RunExists
 from jaxdl.train.config import TrainConfig
+
+
+def learning_rate(opt_state: Any) -> float:  # TODO(engine): optim.learning_rate once multi_transform lands
+    return float(opt_state.hyperparams["learning_rate"])
 
 
 class NonFiniteLoss(RuntimeError):
@@ -74,9 +78,16 @@ class Trainer:
         return step.merge(self.graphs, jax.device_get(self.state))
 
     def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, *, resume: bool = False,
-            overwrite: bool = False, identity: dict[str, Any] | None = None,
-            may_change: Collection[str] = ()) -> list[dict[str, Any]]:
+            overwrite: bool = False, identity: dict[str, Any] | None = None, may_change: Collection[str] = (),
+            validation: Loader | None = None, early_stop: int = 0,
+            on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Train for config.epochs; with `checkpoints`, save after every epoch.
+
+        With `validation` (an eval loader), every epoch's record carries val_loss and val_accuracy, and
+        `best_epoch()` names the epoch of the best validation accuracy; `early_stop` N > 0 ends training after N
+        epochs without a better one. `on_epoch(trainer, record)` runs after each epoch's checkpoint, e.g. to
+        write a log or save the best model. All of it is read from the history, so a resumed run stops, logs
+        and picks its best exactly as an uninterrupted one.
 
         `checkpoints` holding an earlier run is continued (`resume`) or replaced (`overwrite`), never silently:
         neither raises RunExists. A resume checks that the run is the same one: the TrainConfig and `identity`
@@ -95,11 +106,32 @@ class Trainer:
             else:
                 raise RunExists(f"{checkpoints.directory} holds checkpoints of an earlier run: resume it or overwrite it")
         for epoch in range(first, self.config.epochs):
-            self.history.append(self._epoch(loader, epoch, checkpoints) | self._changed)
+            if early_stop and self._stale_epochs() >= early_stop:
+                break
+            record = self._epoch(loader, epoch, checkpoints) | {"lr": learning_rate(self.state["opt"])}
+            if validation is not None:
+                result = self.evaluate(validation)
+                record |= {"val_loss": result.loss, "val_accuracy": result.accuracy}
+            self.history.append(record | self._changed)
             self._changed = {}
+            if self.progress and jax.process_index() == 0:
+                tqdm.write(f"{self.name or 'epoch'} {epoch + 1}/{self.config.epochs}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, float)), file=sys.stderr)
             if checkpoints is not None:
                 checkpoints.save(epoch, self.state, self._record())
+            if on_epoch is not None:
+                on_epoch(self, self.history[-1])
         return self.history
+
+    def best_epoch(self) -> int | None:
+        """The (1-based) epoch of the best validation accuracy so far (the earliest among equals), or None."""
+        scored = [h for h in self.history if "val_accuracy" in h]
+        return max(scored, key=lambda h: (h["val_accuracy"], -h["epoch"]))["epoch"] if scored else None
+
+    def _stale_epochs(self) -> int:
+        """Epochs since the best validation accuracy (0 without validation)."""
+        best = self.best_epoch()
+        return 0 if best is None else self.history[-1]["epoch"] - best
 
     def _record(self) -> dict[str, Any]:
         """What a checkpoint says about its run, besides the arrays."""
