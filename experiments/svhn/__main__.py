@@ -265,7 +265,7 @@ def run_arch(arch: str, args: argparse.Namespace, data: Data, config: TrainConfi
                  "train_size": len(data.train), "test_size": len(data.test)},
         "weights": {"requested": w.requested, "used": w.used, "note": w.note},
         "image_size": size, "resize_note": resize_note,
-        "train_images_per_s": float(np.median([h["images_per_s"] for h in history if "images_per_s" in h])),
+        "train_images_per_s": float(np.median([h["images_per_s"] for h in history])),
         "eval_images_per_s": result.images_per_s,
         "params": cost.param_count(trainer.state),
         "flops_per_image": cost.flops_per_image(trainer.graphs, trainer.state, (size, size, 3)),
