@@ -172,3 +172,17 @@ def test_names_and_errors():
         apply_op(image(3), "Cutout", 1.0)
     with pytest.raises(ValueError, match="fill"):
         apply_op(image(3), "Rotate", 5.0, fill=[1, 2])
+
+
+def test_loader_applies_autoaugment_to_training_batches_reproducibly():
+    from jaxdl.data import Dataset, Loader
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), (np.arange(64) % 10).astype(np.int32),
+                 "random", real=False)
+    plain = Loader(ds, 16, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, prefetch=0)
+    augmented = Loader(ds, 16, train=True, mean=(0.5,) * 3, std=(0.25,) * 3, prefetch=0, autoaugment="autoaugment-svhn")
+    a, b = augmented.batch(1, 2), augmented.batch(1, 2)
+    np.testing.assert_array_equal(a["image"], b["image"])  # a pure function of (seed, epoch, index): resumes exactly
+    assert not np.array_equal(a["image"], plain.batch(1, 2)["image"])
+    np.testing.assert_array_equal(a["label"], plain.batch(1, 2)["label"])  # the same samples, augmented

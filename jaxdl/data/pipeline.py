@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from . import augment
 from .dataset import Dataset
 from .resize import resize
 
 Batch = dict[str, Any]
-_SHUFFLE, _AUGMENT = 0, 1  # separate seed streams for the epoch order and the crops
+_SHUFFLE, _AUGMENT, _AUTOAUGMENT = 0, 1, 2  # separate seed streams: epoch order, crops, AutoAugment
 _POLL_S = 0.05
 
 
@@ -46,13 +47,17 @@ class Loader:
 
     mean/std are per output channel on the [0, 1] scale (see normalize.mean_std).
     channels=3 replicates grey images for models pretrained on RGB; image_size resizes
-    (antialiased bilinear) after the crop, e.g. to the >= 63 px AlexNet needs.
+    (antialiased bilinear) after the crop, e.g. to the >= 63 px AlexNet needs. autoaugment names a policy of
+    `augment.NAMES` (e.g. "autoaugment-svhn"), applied to training batches after the crop, seeded per batch
+    like the crops, so a resumed run sees the same augmentations.
     """
 
     def __init__(self, ds: Dataset, batch_size: int, *, train: bool, mean: Sequence[float], std: Sequence[float],
                  seed: int = 0, image_size: int | None = None, channels: int | None = None, augment: bool = True,
-                 pad: int = 4, drop_remainder: bool | None = None, prefetch: int = 2, sharding: Any = None) -> None:
+                 pad: int = 4, drop_remainder: bool | None = None, prefetch: int = 2, sharding: Any = None,
+                 autoaugment: str | None = None) -> None:
         self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
+        self.autoaugment = augment.create(autoaugment) if autoaugment else None
         self.image_size, self.augment, self.pad = image_size, augment, pad
         self.prefetch, self.sharding = prefetch, sharding
         self.drop_remainder = train if drop_remainder is None else drop_remainder
@@ -82,8 +87,10 @@ class Loader:
         """Host (numpy) batch `index` of `epoch`; `order` may be passed to skip recomputing it."""
         idx = (self.order(epoch) if order is None else order)[index * self.batch_size:(index + 1) * self.batch_size]
         images = self.ds.images[idx]
-        if self.train and self.augment:
+        if self.train and self.augment:  # torchvision's recipe order: RandomCrop(padding), then AutoAugment
             images = random_crop(images, self.pad, np.random.default_rng([self.seed, epoch, _AUGMENT, index]))
+            if self.autoaugment is not None:
+                images = self.autoaugment(images, np.random.default_rng([self.seed, epoch, _AUTOAUGMENT, index]))
         if self.channels != images.shape[-1]:
             images = np.repeat(images, self.channels, axis=-1)
         x = resize(images, self.image_size) if self.image_size else images.astype(np.float32)
