@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import augment
+from . import augment as augmentations
 from .dataset import Dataset
 from .resize import resize
 
@@ -57,7 +57,7 @@ class Loader:
                  pad: int = 4, drop_remainder: bool | None = None, prefetch: int = 2, sharding: Any = None,
                  autoaugment: str | None = None) -> None:
         self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
-        self.autoaugment = augment.create(autoaugment) if autoaugment else None
+        self.autoaugment = augmentations.create(autoaugment) if autoaugment else None
         self.image_size, self.augment, self.pad = image_size, augment, pad
         self.prefetch, self.sharding = prefetch, sharding
         self.drop_remainder = train if drop_remainder is None else drop_remainder
