@@ -2,11 +2,14 @@
 
 Macro averages weight every class equally, which is what the course reports used and what matters on SVHN,
 where the digit 1 is about 19% of the data and 9 about 6%: a micro average would be the accuracy again.
-Per-class tables and confusion matrices list every class in `num_classes`, so they keep their shape.
+Per-class tables and confusion matrices list every class of the data set, so they keep their shape: pass
+the data's class names (`classes=ds.classes`) or their number; without either, the classes are
+0..the largest label or prediction seen, which drops a top class that neither array contains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,13 +25,34 @@ def summary(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
             "recall": float(recall), "f1": float(f1)}
 
 
-def per_class(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> dict[str, dict[str, Any]]:
-    """{class: {precision, recall, f1-score, support}} plus the macro and weighted averages."""
-    return skm.classification_report(labels, predictions, labels=list(range(num_classes)),
-                                     target_names=[str(c) for c in range(num_classes)], output_dict=True,
-                                     zero_division=0)
+def class_names(labels: np.ndarray, predictions: np.ndarray, num_classes: int | None = None,
+                classes: Sequence[str] | None = None) -> list[str]:
+    """The name of every class: `classes` (a Dataset's), else "0".."num_classes-1", else "0".."largest seen"."""
+    if classes is not None:
+        if num_classes is not None and num_classes != len(classes):
+            raise ValueError(f"num_classes={num_classes} but {len(classes)} class names were given")
+        names = [str(c) for c in classes]
+    elif num_classes is not None:
+        names = [str(c) for c in range(num_classes)]
+    else:
+        seen = np.concatenate([np.ravel(labels), np.ravel(predictions)])
+        names = [str(c) for c in range(int(seen.max()) + 1 if seen.size else 0)]
+    if not names:
+        raise ValueError("no classes: give classes= (the data's class names) or num_classes=")
+    return names
 
 
-def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> np.ndarray:
-    """(true, predicted) counts, num_classes x num_classes."""
-    return skm.confusion_matrix(labels, predictions, labels=list(range(num_classes)))
+def per_class(labels: np.ndarray, predictions: np.ndarray, num_classes: int | None = None, *,
+              classes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{class name: {precision, recall, f1-score, support}} plus the macro and weighted averages, for every class
+    of `classes` (e.g. `ds.classes`) or of range(num_classes) (see class_names for the default)."""
+    names = class_names(labels, predictions, num_classes, classes)
+    return skm.classification_report(labels, predictions, labels=list(range(len(names))), target_names=names,
+                                     output_dict=True, zero_division=0)
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int | None = None, *,
+              classes: Sequence[str] | None = None) -> np.ndarray:
+    """(true, predicted) counts, one row and column per class (see class_names)."""
+    names = class_names(labels, predictions, num_classes, classes)
+    return skm.confusion_matrix(labels, predictions, labels=list(range(len(names))))

@@ -20,7 +20,7 @@ def test_tfds_converts_to_dataset(name, shape):
         ds = data.load(f"tfds:{name}", "test")
     assert ds.images.shape == (7, *shape) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int32 and ds.labels.min() >= 0 and ds.labels.max() <= 9
-    assert ds.name == f"tfds:{name}" and ds.real
+    assert ds.name == f"tfds:{name}" and ds.real and ds.classes == data.DIGITS  # tfds' label names "0".."9"
 
 
 def test_tfds_not_prepared_offline_fails_fast(tmp_path, monkeypatch):

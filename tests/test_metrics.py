@@ -30,3 +30,13 @@ def test_confusion_matrix_and_per_class_keep_every_class():
     report = metrics.per_class(LABELS, PREDS, num_classes=4)
     assert report["1"]["f1-score"] == pytest.approx(4 / 5)
     assert report["2"]["support"] == 2 and report["3"]["support"] == 0
+
+
+def test_class_names_and_counts_come_from_the_data():
+    report = metrics.per_class(LABELS, PREDS, classes=("cat", "dog", "fish", "bird"))
+    assert report["dog"]["f1-score"] == pytest.approx(4 / 5) and report["bird"]["support"] == 0
+    assert metrics.confusion(LABELS, PREDS, classes=("cat", "dog", "fish", "bird")).shape == (4, 4)
+    assert metrics.confusion(LABELS, PREDS).shape == (3, 3)  # neither given: 0..the largest class seen
+    assert sorted(k for k in metrics.per_class(LABELS, PREDS) if k.isdigit()) == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="num_classes=3 but 4 class names"):
+        metrics.per_class(LABELS, PREDS, 3, classes=("a", "b", "c", "d"))
