@@ -257,8 +257,8 @@ def run_arch(arch: str, args: argparse.Namespace, data: Data, config: TrainConfi
           f"{sum(h['seconds'] for h in history):.0f} s)", file=sys.stderr)
     return {
         "arch": arch, **summary,
-        "per_class": metrics.per_class(result.labels, result.predictions),
-        "confusion": metrics.confusion(result.labels, result.predictions).tolist(),
+        "per_class": metrics.per_class(result.labels, result.predictions, classes=data.test.classes),
+        "confusion": metrics.confusion(result.labels, result.predictions, classes=data.test.classes).tolist(),
         "history": history, "test_loss": result.loss,
         "data": {"name": data.train.name, "test_name": data.test.name, "source": data.source, "real": data.train.real,
                  "svhn": data.source in ("svhn", "tfds:svhn_cropped"),
