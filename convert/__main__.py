@@ -27,8 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("arch", nargs="?", help="architecture to convert to (see --list)")
     p.add_argument("--weights", default="imagenet",
                    help="'imagenet' (torchvision IMAGENET1K_V1), a torchvision weights name, or a .pth file")
-    p.add_argument("--num-classes", type=cli.positive_int, default=None,
-                   help="replace the head with a fresh one of this size")
+    p.add_argument("--num-classes", type=cli.natural_int, default=None,
+                   help="replace the head with a fresh one of this size (0: the backbone alone, a feature extractor)")
     p.add_argument("--to-torch", metavar="FILE", help="convert a jaxdl .safetensors file to a torchvision .pth")
     p.add_argument("--out", help="output file")
     p.add_argument("--list", action="store_true", help="list the convertible architectures")

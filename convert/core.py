@@ -36,20 +36,27 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
     whose `options` such as `image_size` must be the ones it was built with).
 
     A `num_classes` other than the checkpoint's keeps the whole backbone and gives the model a freshly
-    initialised head (seeded by `seed`), which is what fine-tuning on a new data set wants.
+    initialised head (seeded by `seed`), which is what fine-tuning on a new data set wants. `num_classes=0`
+    keeps only the backbone, dropping the checkpoint's head; a backbone's state_dict (one without any head key,
+    as a twin whose head is `nn.Identity()` saves it) converts with num_classes=0, or any other number for a
+    fresh head.
     """
     state = {k: _numpy(v) for k, v in state_dict.items()}
-    head_key = f"{architecture(arch).head}.weight"
+    head_prefix = f"{architecture(arch).head}."
+    head_key = f"{head_prefix}weight"
     head = state.get(head_key)
+    headless = not any(k.startswith(head_prefix) for k in state)
     if num_classes is None:
         if head is None:
             known = {e.torch_key for e in keymap(blank(arch, 1, **options)).entries}  # keys do not depend on it
             if len(known & state.keys()) < len(known) / 2:
                 raise ConversionError(f"cannot convert to {arch}: {_foreign(state, arch, known)}")
             raise ConversionError(f"cannot convert to {arch}: the state_dict has no {head_key} to take num_classes "
-                                  "from: give num_classes")
+                                  "from: give num_classes (0 for the backbone alone)")
         num_classes = head.shape[0]
-    replace_head = head is not None and head.shape[0] != num_classes
+    replace_head = num_classes == 0 or (head is not None and head.shape[0] != num_classes)
+    if replace_head:  # the checkpoint's head (if any) is not this model's: num_classes=0 has none, others a fresh one
+        state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
     model = blank(arch, num_classes, seed=seed, **options)
     km = keymap(model)
     targets = variables(model)
@@ -69,6 +76,9 @@ def from_torch(state_dict: dict, arch: str, num_classes: int | None = None, *, s
             problems.append(f"{e.torch_key}: shape {got} does not fit {arch}'s {expected}")
             continue
         values[key(e.path)] = e.layout.to_flax(state[e.torch_key])
+    head_missing = [f"missing key {e.torch_key}" for e in km.mapped() if e.torch_key.startswith(head_prefix)]
+    if headless and problems and problems == head_missing:  # a backbone's state_dict, all there: a fresh head
+        problems, replace_head = [], True
     if problems:  # a near miss names every problem; a state_dict of another model says what it looks like
         foreign = len(known & state.keys()) < len(known) / 2
         raise ConversionError(f"cannot convert state_dict to {arch} ({len(problems)} problems): "
@@ -111,7 +121,8 @@ def _foreign(state: dict, arch: str, known: set[str]) -> str:
 
 
 def to_torch(model: nnx.Module) -> dict:
-    """The state_dict of `model`'s PyTorch twin (`convert.twins.torch_model`), loadable with `strict=True`.
+    """The state_dict of `model`'s PyTorch twin (`convert.twins.torch_model`), loadable with `strict=True`; a model
+    built with num_classes=0 has no head keys, as the twin whose head is `nn.Identity()`.
 
     `num_batches_tracked` is written as 0: jaxdl keeps no counter, and torchvision reads it only when
     BatchNorm's momentum is None, which no torchvision classifier uses.

@@ -1,6 +1,7 @@
 """PyTorch twins of every jaxdl model: torchvision's own for its architectures, and the course's small models
 written as a PyTorch course writes them (NCHW, flattened in (C, H, W) order), so that `to_torch(model)` loads
-into `torch_model(...)` with `strict=True` and both compute the same function.
+into `torch_model(...)` with `strict=True` and both compute the same function. With num_classes=0 the head is
+`nn.Identity()`, as jaxdl's backbone leaves it out.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [image_size * image_size * in_channels, *hidden]
         self.hidden = nn.Sequential(*[m for a, b in zip(widths[:-1], widths[1:]) for m in (nn.Linear(a, b), ACTIVATIONS[activation_fn]())])
-        self.fc = nn.Linear(widths[-1], num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.hidden(x.flatten(1)))
@@ -38,7 +39,7 @@ class CNN(nn.Module):
         self.conv2 = nn.Conv2d(32, 64, 3)
         self.act = ACTIVATIONS[activation_fn]()
         self.fc1 = nn.Linear(math.prod(small.cnn_feature_shape(image_size)), units)
-        self.fc2 = nn.Linear(units, num_classes)
+        self.fc2 = nn.Linear(units, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -53,7 +54,7 @@ class LeNet5(nn.Module):
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(math.prod(small.lenet5_feature_shape(image_size)), 120)
         self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+        self.fc3 = nn.Linear(84, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -63,6 +64,11 @@ class LeNet5(nn.Module):
 
 def torch_model(arch: str, num_classes: int = 10, **options) -> nn.Module:
     """A freshly initialised PyTorch twin of `jaxdl.models.create(arch, num_classes, **options)`, the one its
-    registry record names."""
-    module, _, name = architecture(arch).twin.partition(":")
-    return getattr(importlib.import_module(module), name)(num_classes=num_classes, **options)
+    registry record names. num_classes=0: the backbone, its head replaced by `nn.Identity()` as torchvision users
+    do (`model.fc = nn.Identity()`, `model.classifier[6] = nn.Identity()`)."""
+    record = architecture(arch)
+    module, _, name = record.twin.partition(":")
+    model = getattr(importlib.import_module(module), name)(num_classes=num_classes or 1, **options)
+    if num_classes == 0:
+        model.set_submodule(record.head, nn.Identity())
+    return model

@@ -16,7 +16,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from jaxdl.models import ModelSpec, architecture, create, head, spec
+from jaxdl.models import ModelSpec, architecture, check_num_classes, create, head, spec
 from jaxdl.models.layers import linear
 
 FORMAT = "jaxdl-nhwc-v1"
@@ -81,7 +81,7 @@ def _check_model_metadata(file: str | Path, meta: dict[str, str]) -> None:
         raise WeightsError(f"{file} has unreadable metadata (num_classes {meta['num_classes']!r}, "
                            f"options {meta['options']!r}): {fix}") from None
     unknown = sorted(set(options) - set(arch.options)) if isinstance(options, dict) else None
-    if num_classes < 1 or unknown is None or unknown:
+    if num_classes < 0 or unknown is None or unknown:
         raise WeightsError(f"{file} has metadata {arch.name} cannot be built from (num_classes {meta['num_classes']!r}, "
                            f"options {meta['options']!r}): {fix}")
 
@@ -89,14 +89,19 @@ def _check_model_metadata(file: str | Path, meta: dict[str, str]) -> None:
 def blank(arch: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
     """The model's structure with shapes but no weights: skips initialising what is about to be overwritten
     (seconds for a ResNet on CPU). Every weight must then be assigned; dropout streams are seeded here."""
+    check_num_classes(num_classes)  # here, not under eval_shape, whose tracebacks add lines to the message
     model = nnx.eval_shape(lambda: create(arch, num_classes, **options))
     nnx.reseed(model, default=seed)
     return model
 
 
 def fresh_head(model: nnx.Module, seed: int = 0) -> dict[str, np.ndarray]:
-    """A new classifier layer, PyTorch's fine-tuning idiom `model.fc = nn.Linear(in_features, num_classes)`."""
-    prefix = head(spec(model).arch)
+    """A new classifier layer, PyTorch's fine-tuning idiom `model.fc = nn.Linear(in_features, num_classes)`;
+    nothing for a model built with num_classes=0, which has no classifier layer."""
+    described = spec(model)
+    if described.num_classes == 0:
+        return {}
+    prefix = head(described.arch)
     layer = model
     for part in prefix.split("."):
         layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
@@ -112,7 +117,8 @@ def load(file: str | Path, num_classes: int | None = None, *, seed: int = 0) -> 
     """Rebuild the model a file describes and fill in its weights, strictly.
 
     A `num_classes` other than the file's keeps everything but the classifier layer, which starts fresh
-    (seeded by `seed`): the fine-tuning case.
+    (seeded by `seed`): the fine-tuning case. `num_classes=0` keeps only the backbone (no classifier layer);
+    a file saved with num_classes=0 loads with a fresh classifier for any other `num_classes`.
     """
     meta = metadata(file)
     arch, saved_classes = meta["arch"], int(meta["num_classes"])

@@ -216,8 +216,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 
 CONVERT_ARGS = [
-    (["resnet18", "--num-classes", "0", "--out", "{out}"], "argument --num-classes: 0 is not a positive integer"),
-    (["resnet18", "--num-classes", "-3", "--out", "{out}"], "argument --num-classes: -3 is not a positive integer"),
+    (["resnet18", "--num-classes", "-3", "--out", "{out}"], "argument --num-classes: -3 is not an integer >= 0"),
     (["resnet18", "--weights", "{r18}", "--out", "{a-dir}"], "--out {a-dir} is a directory: name the file to write"),
     (["resnet18", "--weights", "{r18}"], "--out is required"),
     (["--to-torch", "{no-arch}", "--out", "{out}"], "{no-arch} lacks the metadata arch, num_classes, options"),
@@ -258,7 +257,7 @@ def test_convert_bad_arguments_and_files(argv, message, files, tmp_path, capsys)
     ({"arch": "resnet19", "num_classes": "10", "options": "{}"}, "names an architecture jaxdl does not have"),
     ({"arch": "mlp", "num_classes": "ten", "options": "{}"}, "has unreadable metadata (num_classes 'ten'"),
     ({"arch": "mlp", "num_classes": "10", "options": "{"}, "has unreadable metadata"),
-    ({"arch": "mlp", "num_classes": "0", "options": "{}"}, "has metadata mlp cannot be built from"),
+    ({"arch": "mlp", "num_classes": "-1", "options": "{}"}, "has metadata mlp cannot be built from"),
     ({"arch": "mlp", "num_classes": "10", "options": '{"depth": 3}'}, "has metadata mlp cannot be built from"),
     ({"arch": "mlp", "num_classes": "10", "options": "[]"}, "has metadata mlp cannot be built from"),
 ])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -93,6 +94,13 @@ def check_name(name: str) -> None:
     architecture(name)
 
 
+def check_num_classes(num_classes: int) -> None:
+    """One line unless `num_classes` is a whole number >= 0 (0: the backbone, see `create`)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
+        raise ValueError(f"num_classes must be a whole number >= 0, got {num_classes!r} (0 builds the backbone "
+                         "without its classifier)")
+
+
 def head(arch: str) -> str:
     """Dotted path of the classifier layer, the one a new `num_classes` replaces when fine-tuning."""
     return architecture(arch).head
@@ -102,14 +110,20 @@ def create(name: str, num_classes: int = 10, *, conv: ConvPolicy = DEFAULT, rngs
            **options) -> nnx.Module:
     """Build `name` with fresh weights (torchvision's initialisation scheme), in training mode.
 
+    `num_classes=0` builds the backbone without its classifier layer (`REGISTRY[name].head` is left out, as
+    timm's `num_classes=0` and torchvision's `model.fc = nn.Identity()` do): the model returns the pooled
+    penultimate features, the input of that layer (512 or 2048 for ResNets, 4096 for VGG and AlexNet, the last
+    hidden layer for the small models), and every other parameter keeps its path and initial value.
     `conv` chooses how convolutions run (see `ConvPolicy`), never what they compute; `options` are the
     architecture's own (`REGISTRY[name].options`, e.g. image_size for the small models).
     """
     arch = architecture(name)
+    check_num_classes(num_classes)
     unknown = [k for k in options if k not in arch.options]
     if unknown:
         raise TypeError(f"{name} takes no option {', '.join(unknown)} (it takes: {', '.join(arch.options) or 'none'})")
-    return arch.build(num_classes=num_classes, conv=conv, rngs=rngs if rngs is not None else nnx.Rngs(0), **options)
+    return arch.build(num_classes=int(num_classes), conv=conv, rngs=rngs if rngs is not None else nnx.Rngs(0),
+                      **options)
 
 
 def spec(model: nnx.Module) -> ModelSpec:
@@ -131,5 +145,5 @@ def with_conv(model: nnx.Module, conv: ConvPolicy) -> nnx.Module:
 
 
 __all__ = ["AlexNet", "Architecture", "CNN", "ConvPolicy", "DEFAULT", "LeNet5", "MLP", "ModelSpec", "REGISTRY",
-           "ResNet", "TORCHVISION", "VGG", "XLA", "architecture", "check_name", "create", "head", "names", "spec",
-           "with_conv"]
+           "ResNet", "TORCHVISION", "VGG", "XLA", "architecture", "check_name", "check_num_classes", "create", "head",
+           "names", "spec", "with_conv"]

@@ -30,7 +30,8 @@ class AlexNet(nnx.Module):
             nnx.Dropout(dropout, rngs=rngs),
             linear(4096, 4096, rngs=rngs),
             nnx.relu,
-            linear(4096, num_classes, rngs=rngs),
+            # num_classes=0: the 4096 features, as torchvision's with `classifier[6] = nn.Identity()`
+            linear(4096, num_classes, rngs=rngs) if num_classes else nnx.identity,
         ])
 
     def __call__(self, x: Array) -> Array:

@@ -104,7 +104,8 @@ class ResNet(nnx.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], 2, conv, rngs)
         self.layer3 = self._make_layer(block, 256, layers[2], 2, conv, rngs)
         self.layer4 = self._make_layer(block, 512, layers[3], 2, conv, rngs)
-        self.fc = linear(512 * block.expansion, num_classes, rngs=rngs)
+        # num_classes=0: the backbone, its output the pooled features (torchvision's `model.fc = nn.Identity()`)
+        self.fc = linear(512 * block.expansion, num_classes, rngs=rngs) if num_classes else nnx.identity
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, conv: ConvPolicy,
                     rngs: nnx.Rngs) -> Sequential:

@@ -2,6 +2,7 @@
 
 They take NHWC images like the rest of the zoo and flatten themselves, so one input pipeline serves every
 model. Their sizes depend on the input, so they are told `image_size` and `in_channels` up front.
+With num_classes=0 their last Linear is left out (an identity), and they return its input: the features.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class MLP(nnx.Module):
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             layers += [linear(fan_in, fan_out, rngs=rngs), act]
         self.hidden = Sequential(layers)
-        self.fc = linear(widths[-1], num_classes, rngs=rngs)
+        self.fc = linear(widths[-1], num_classes, rngs=rngs) if num_classes else nnx.identity
 
     def __call__(self, x: Array) -> Array:
         return self.fc(self.hidden(flatten(x)))
@@ -85,7 +86,7 @@ class CNN(nnx.Module):
         self.pool = max_pool2d(2)
         self.act = activation(activation_fn)
         self.fc1 = linear(math.prod(cnn_feature_shape(image_size)), units, rngs=rngs)
-        self.fc2 = linear(units, num_classes, rngs=rngs)
+        self.fc2 = linear(units, num_classes, rngs=rngs) if num_classes else nnx.identity
 
     def __call__(self, x: Array) -> Array:
         x = self.pool(nnx.relu(self.conv1(x)))
@@ -105,7 +106,7 @@ class LeNet5(nnx.Module):
         self.pool = max_pool2d(2)
         self.fc1 = linear(math.prod(lenet5_feature_shape(image_size)), 120, rngs=rngs)
         self.fc2 = linear(120, 84, rngs=rngs)
-        self.fc3 = linear(84, num_classes, rngs=rngs)
+        self.fc3 = linear(84, num_classes, rngs=rngs) if num_classes else nnx.identity
 
     def __call__(self, x: Array) -> Array:
         x = self.pool(nnx.relu(self.conv1(x)))

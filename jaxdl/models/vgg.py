@@ -69,7 +69,9 @@ class VGG(nnx.Module):
             linear(4096, 4096, kernel_init=linear_init, bias_init=zeros, rngs=rngs),
             nnx.relu,
             nnx.Dropout(dropout, rngs=rngs),
-            linear(4096, num_classes, kernel_init=linear_init, bias_init=zeros, rngs=rngs),
+            # num_classes=0: the 4096 features, as torchvision's with `classifier[6] = nn.Identity()`
+            (linear(4096, num_classes, kernel_init=linear_init, bias_init=zeros, rngs=rngs) if num_classes
+             else nnx.identity),
         ])
 
     def __call__(self, x: Array) -> Array:

@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,14 +20,10 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jaxdl.train import parallel, step
+from jaxdl.train import optim, parallel, step
 from jaxdl.train.checkpoint import CheckpointMismatch, Checkpoints
 from jaxdl.train.rundir import RunExists
 from jaxdl.train.config import TrainConfig
-
-
-def learning_rate(opt_state: Any) -> float:  # TODO(engine): optim.learning_rate once multi_transform lands
-    return float(opt_state.hyperparams["learning_rate"])
 
 
 class NonFiniteLoss(RuntimeError):
@@ -66,16 +63,22 @@ class Trainer:
         self.mesh = parallel.mesh() if mesh is None else mesh
         parallel.check_batch_size(config.batch_size, self.mesh)
         self.replicated, self.sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        tx, self.train_step, self.eval_step = step.compile_steps(config, steps_per_epoch, self.replicated)
-        self.graphs, state = step.split(model, tx)
+        tx, self.train_step, self.eval_step = step.compile_steps(config, steps_per_epoch, self.replicated,
+                                                                 head=optim.head_of(model))
+        self.graphs, state = step.split(model, tx, config=config)
         self.state = parallel.place(state, self.replicated, copy=True)  # donated by every step
         self.history: list[dict[str, Any]] = []
 
     @property
     def model(self) -> nnx.Module:
-        """The model carrying the current weights (after `fit`: the trained ones), in eval mode; a new object,
-        detached from the trainer, on every access."""
+        """The model carrying the current weights (after `fit`: the trained ones; their moving average when
+        config.ema is on), in eval mode; a new object, detached from the trainer, on every access."""
         return step.merge(self.graphs, jax.device_get(self.state))
+
+    @property
+    def raw_model(self) -> nnx.Module:
+        """`model` with the trained weights themselves, not their moving average."""
+        return step.merge(self.graphs, jax.device_get(self.state), ema=False)
 
     def fit(self, loader: Loader, checkpoints: Checkpoints | None = None, *, resume: bool = False,
             overwrite: bool = False, identity: dict[str, Any] | None = None, may_change: Collection[str] = (),
@@ -108,7 +111,7 @@ class Trainer:
         for epoch in range(first, self.config.epochs):
             if early_stop and self._stale_epochs() >= early_stop:
                 break
-            record = self._epoch(loader, epoch, checkpoints) | {"lr": learning_rate(self.state["opt"])}
+            record = self._epoch(loader, epoch, checkpoints) | {"lr": optim.learning_rate(self.state["opt"])}
             if validation is not None:
                 result = self.evaluate(validation)
                 record |= {"val_loss": result.loss, "val_accuracy": result.accuracy}
@@ -145,7 +148,8 @@ class Trainer:
         return len(self.history)
 
     def _check_same_run(self, checkpoints: Checkpoints, meta: dict[str, Any], may_change: set[str]) -> None:
-        saved = {**meta.get("config", {}), **meta.get("identity", {})}
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # fields newer than the checkpoint
+        saved = {**defaults, **meta.get("config", {}), **meta.get("identity", {})}
         now = {**self._record()["config"], **self._identity}
         changed = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
         refused = {k: v for k, v in changed.items() if k not in may_change}
