@@ -8,7 +8,10 @@ so a file is enough to rebuild its model.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +39,15 @@ def key(path: VarPath) -> str:
     return ".".join(map(str, path))
 
 
-def save(model: nnx.Module, file: str | Path, *, source: str = "jaxdl", source_sha256: str = "") -> None:
+def save(model: nnx.Module, file: str | Path, *, source: str = "jaxdl", source_sha256: str = "",
+         classes: Sequence[str] | None = None, preprocessing: Mapping[str, Any] | None = None) -> None:
+    """Write `model` with what rebuilds and applies it: arch, options, provenance, and optionally the names of
+    its classes and the preprocessing its inputs need, which `python -m experiments.predict` applies:
+    {"resize": int (the shorter side, aspect kept) or [h, w] (exactly), "crop": int or None (a centre square),
+    "mean": [...], "std": [...]} on the [0, 1] scale, RGB, bilinear antialiased resizing. Written to a temporary file first: a kill never leaves half a file."""
     described: ModelSpec = spec(model)
+    if classes is not None and described.num_classes and len(classes) != described.num_classes:
+        raise WeightsError(f"{len(classes)} class names for a {described.num_classes}-class {described.arch}")
     tensors = {key(p): np.asarray(v.get_value()) for p, v in variables(model).items()}
     metadata = {
         "format": FORMAT,
@@ -46,9 +56,26 @@ def save(model: nnx.Module, file: str | Path, *, source: str = "jaxdl", source_s
         "options": json.dumps(dict(described.options)),
         "source": source,
         "source_sha256": source_sha256,
+        **({"classes": json.dumps(list(map(str, classes)))} if classes is not None else {}),
+        **({"preprocessing": json.dumps(dict(preprocessing))} if preprocessing is not None else {}),
     }
-    Path(file).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(file), metadata=metadata)
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    part = file.with_name(file.name + ".part")
+    save_file(tensors, str(part), metadata=metadata)
+    os.replace(part, file)
+
+
+def classes(file: str | Path) -> list[str] | None:
+    """The class names stored with the weights, or None."""
+    meta = metadata(file)
+    return json.loads(meta["classes"]) if "classes" in meta else None
+
+
+def preprocessing(file: str | Path) -> dict[str, Any] | None:
+    """The input preprocessing stored with the weights (resize, crop, mean, std), or None."""
+    meta = metadata(file)
+    return json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
 
 
 def metadata(file: str | Path) -> dict[str, str]:
