@@ -282,6 +282,8 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
     mean, std = jdata.IMAGENET_MEAN, jdata.IMAGENET_STD
     if w.used == "random init":  # nothing ties a random model to ImageNet statistics
         mean, std = jdata.dataset_mean_std(data.train)
+        if len(mean) == 1:  # grey images, replicated to the 3 channels the models take
+            mean, std = tuple(mean) * 3, tuple(std) * 3
     resize = size if size != data.train.image_shape[0] else None
     train = jdata.Loader(data.train, config.batch_size, train=True, mean=mean, std=std, seed=config.seed,
                          image_size=resize, channels=3, augment=args.augment != "none",

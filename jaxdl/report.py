@@ -39,20 +39,27 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 
 def plot_curves(histories_by_label: Mapping[str, Sequence[Mapping[str, float]]], file: Path, title: str, *,
                 test_accuracy: Mapping[str, float] | None = None) -> None:
-    """Training loss and accuracy per epoch of `Trainer.fit` histories, one line per label; a label's final
-    test accuracy, when given, is a dashed line in its colour."""
+    """Training loss and accuracy per epoch of `Trainer.fit` histories, one line per label; validation loss and
+    accuracy, where the history has them, dotted in the same colour; a label's final test accuracy, when given,
+    is a dashed line in its colour."""
     fig = Figure(figsize=(10, 4), layout="tight")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for label, history in histories_by_label.items():
         epochs = [h["epoch"] for h in history]
         ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=label)
         ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label=f"{label} train")
+        if all("val_loss" in h for h in history):
+            colour = ax_acc.lines[-1].get_color()
+            ax_loss.plot(epochs, [h["val_loss"] for h in history], linestyle=":", marker=".", color=colour,
+                         label=f"{label} val")
+            ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], linestyle=":", marker=".", color=colour,
+                        label=f"{label} val")
         if test_accuracy and label in test_accuracy:
             ax_acc.axhline(100 * test_accuracy[label], linestyle="--", linewidth=1,
                            color=ax_acc.lines[-1].get_color(), label=f"{label} test")
-    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="Training loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy)", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",
-               title="Training accuracy" + (" (test: dashed)" if test_accuracy else ""))
+               title="Accuracy" + (" (test: dashed)" if test_accuracy else ""))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
