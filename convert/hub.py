@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from flax import nnx
@@ -16,6 +18,7 @@ from flax import nnx
 from convert.core import from_torch
 from jaxdl import weights as jaxdl_weights
 from jaxdl.files import PROBE_TIMEOUT_S, cache_dir, digest, reachable
+from jaxdl.models import spec
 
 
 class WeightsUnavailable(RuntimeError):
@@ -99,12 +102,55 @@ def load_pth(file: str | Path) -> dict:
     return obj
 
 
+def torchvision_metadata(entry, num_classes: int | None = None) -> dict:
+    """What a torchvision weights entry says about using its weights: `classes`, its category names (None when
+    it has none, or when `num_classes` replaces the head), and `preprocessing`, its eval transform as
+    `jaxdl.weights.save` stores it ({"resize", "crop", "mean", "std"}, "interpolation" too when not bilinear)."""
+    categories = (getattr(entry, "meta", None) or {}).get("categories")
+    keep = categories is not None and (num_classes is None or num_classes == len(categories))
+    transform = entry.transforms()
+
+    def size(value):
+        value = list(value) if isinstance(value, (list, tuple)) else [value]
+        return int(value[0]) if len(value) == 1 else [int(v) for v in value]
+
+    preprocessing = {"resize": size(transform.resize_size), "crop": size(transform.crop_size),
+                     "mean": [float(v) for v in transform.mean], "std": [float(v) for v in transform.std]}
+    interpolation = getattr(getattr(transform, "interpolation", None), "value", "bilinear")
+    if interpolation != "bilinear":
+        preprocessing["interpolation"] = interpolation
+    return {"classes": list(map(str, categories)) if keep else None, "preprocessing": preprocessing}
+
+
+def entry_for_url(arch: str, url: str | None):
+    """torchvision's weights entry for `arch` whose file is `url`, or None (not a torchvision url or arch)."""
+    if not url or not url.startswith(("https://", "http://")):
+        return None
+    try:
+        import torchvision
+
+        available = torchvision.models.get_model_weights(arch)
+    except (ImportError, ValueError, KeyError):
+        return None
+    return next((entry for entry in available if entry.url == url), None)
+
+
 def convert_file(file: str | Path, arch: str, num_classes: int | None = None, *, source: str | None = None,
-                 out: str | Path | None = None) -> nnx.Module:
-    """Convert a .pth file; with `out`, also save it as safetensors, recording the source and its sha256."""
+                 out: str | Path | None = None, classes: Sequence[str] | None = None,
+                 preprocessing: Mapping[str, Any] | None = None) -> nnx.Module:
+    """Convert a .pth file; with `out`, also save it as safetensors, recording the source and its sha256.
+
+    When `source` is the url of one of torchvision's weights for `arch` (as `pretrained` and `python -m convert`
+    pass it), the file also stores that entry's category names (unless the head is replaced) and eval
+    preprocessing (`torchvision_metadata`), which `python -m experiments.predict` applies; `classes` and
+    `preprocessing`, when given, take their place. Other files store only what is given."""
     model = from_torch(load_pth(file), arch, num_classes)
     if out is not None:
-        jaxdl_weights.save(model, out, source=source or str(file), source_sha256=digest(file))
+        entry = entry_for_url(arch, source) if classes is None or preprocessing is None else None
+        stored = torchvision_metadata(entry, spec(model).num_classes) if entry is not None else {}
+        jaxdl_weights.save(model, out, source=source or str(file), source_sha256=digest(file),
+                           classes=classes if classes is not None else stored.get("classes"),
+                           preprocessing=preprocessing if preprocessing is not None else stored.get("preprocessing"))
     return model
 
 
@@ -113,5 +159,5 @@ def pretrained(arch: str, num_classes: int | None = None, weights: str = "imagen
     entry = weights_entry(arch, weights)
     cached = weights_dir() / f"{arch}-{entry.name}.safetensors"
     if not cached.exists():
-        convert_file(torch_file(arch, weights), arch, source=entry.url, out=cached)
+        convert_file(torch_file(arch, weights), arch, source=entry.url, out=cached, **torchvision_metadata(entry))
     return jaxdl_weights.load(cached, num_classes, seed=seed)
