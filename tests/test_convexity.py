@@ -16,14 +16,14 @@ from PIL import Image
 from experiments.convexity.__main__ import main
 from jaxdl import hessian as hs
 
-# one worker runs the whole module, so its module-scoped run is computed once (make test: pytest-xdist loadgroup)
+# one worker runs the whole module, so its session-scoped run is computed once (make test: pytest-xdist loadgroup)
 pytestmark = pytest.mark.xdist_group("convexity")
 
 FLAGS = ["--datasets", "1", "--points", "2", "--gd-steps", "40", "--epochs", "1", "--hessian-images", "24",
          "--resnet-images", "0", "--lanczos-iters", "6", "--probes", "4"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("convexity")
     with pytest.MonkeyPatch.context() as mp:  # the CLI's opt-in XLA flag would outlive it in this process

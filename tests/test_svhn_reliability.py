@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from experiments.svhn.__main__ import main
+from jaxdl import runtime
 from jaxdl.train import rundir
 
-# one worker runs the whole module, so its module-scoped run is computed once (make test: pytest-xdist loadgroup)
+# one worker runs the whole module, so its session-scoped run is computed once (make test: pytest-xdist loadgroup)
 pytestmark = pytest.mark.xdist_group("svhn_reliability")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def one_line(capsys, status: int, *expected: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
 def straight(tmp_path_factory) -> dict:
     """The uninterrupted run every interrupted one must end equal to."""
     out = tmp_path_factory.mktemp("straight")
@@ -57,9 +58,12 @@ def straight(tmp_path_factory) -> dict:
 
 
 def study(out: Path, *extra: str, **kw) -> subprocess.Popen:
-    # SIGINT at its default in the child (coreutils' env), whatever the test runner's shell did with it
+    # SIGINT at its default in the child (coreutils' env), whatever the test runner's shell did with it; the
+    # child's XLA CPU kernels those of this process (whose runs it is compared with), whichever test started JAX
+    same_kernels = {} if runtime.YNN_FLAG in os.environ.get("XLA_FLAGS", "") else {"JAXDL_CPU_FLAGS": "0"}
     return subprocess.Popen(["env", "--default-signal=INT", sys.executable, "-m", "experiments.svhn", *TINY,
-                             "--out", str(out), *extra], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             "--out", str(out), *extra], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **same_kernels},
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
