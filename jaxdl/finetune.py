@@ -153,12 +153,24 @@ def train_config(study: Study, args: argparse.Namespace) -> TrainConfig:
 # ------------------------------------------------------------------------------------------------------ data
 
 
+Split = jdata.Dataset | jdata.FolderSplit  # in memory, or files decoded on the fly
+
+
 @dataclass
 class Data:
-    train: jdata.Dataset
-    val: jdata.Dataset | None
-    test: jdata.Dataset
+    train: Split
+    val: Split | None
+    test: Split
     source: str
+
+    def native_size(self, requested: int | None) -> int:
+        """The side the images come in (a folder's vary: the one asked for)."""
+        if isinstance(self.train, jdata.FolderSplit):
+            if requested is None:
+                raise UsageError("folder data holds images of any size: give --image-size (e.g. 32 for lenet5, "
+                                 "224 with ImageNet weights)")
+            return requested
+        return self.train.image_shape[0]
 
 
 def load_data(study: Study, args: argparse.Namespace) -> Data:
@@ -174,7 +186,9 @@ def load_data(study: Study, args: argparse.Namespace) -> Data:
         raise UsageError(f"--fraction {args.fraction:g} leaves {kept} training images, fewer than one batch of "
                          f"{args.batch_size} (or one per class): raise --fraction or lower --batch-size")
     train, val = jdata.stratified_subset(train, args.fraction, args.seed), None
-    if args.val_fraction:
+    if isinstance(train, jdata.FolderSplit):  # a folder has its own validation split (DIR/val, or a fixed share)
+        val = jdata.load(source, "val") if args.val_fraction else None
+    elif args.val_fraction:
         train, val = jdata.train_val_split(train, args.val_fraction, args.seed)
         if len(train) < args.batch_size:
             raise UsageError(f"--val-fraction {args.val_fraction:g} leaves {len(train)} training images, fewer than "
@@ -274,23 +288,31 @@ def write_log(history: list[dict[str, Any]], file: Path) -> None:
 
 def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, config: TrainConfig, mesh,
              argv: list[str]) -> dict[str, Any]:
-    size, resize_note = input_size(arch, args.image_size, data.train.image_shape[0])
+    native = data.native_size(args.image_size)
+    size, resize_note = input_size(arch, args.image_size, native)
     if resize_note:
         print(f"note: {resize_note}", file=sys.stderr)
     classes = data.train.classes
     w = build_model(arch, args.weights, len(classes), size, args.seed)
+    folder = isinstance(data.train, jdata.FolderSplit)
     mean, std = jdata.IMAGENET_MEAN, jdata.IMAGENET_STD
     if w.used == "random init":  # nothing ties a random model to ImageNet statistics
-        mean, std = jdata.dataset_mean_std(data.train)
+        mean, std = data.train.mean_std(size) if folder else jdata.dataset_mean_std(data.train)
         if len(mean) == 1:  # grey images, replicated to the 3 channels the models take
             mean, std = tuple(mean) * 3, tuple(std) * 3
-    resize = size if size != data.train.image_shape[0] else None
-    train = jdata.Loader(data.train, config.batch_size, train=True, mean=mean, std=std, seed=config.seed,
-                         image_size=resize, channels=3, augment=args.augment != "none",
-                         autoaugment=args.augment if args.augment not in ("crop", "none") else None)
+    resize = size if folder or size != native else None
+    autoaugment = args.augment if args.augment not in ("crop", "none") else None
     eval_batch = EVAL_BATCH - EVAL_BATCH % mesh.size
+    if folder:
+        train = jdata.FolderLoader(data.train, config.batch_size, train=True, mean=mean, std=std, image_size=size,
+                                   seed=config.seed, augment=args.augment != "none", autoaugment=autoaugment)
+    else:
+        train = jdata.Loader(data.train, config.batch_size, train=True, mean=mean, std=std, seed=config.seed,
+                             image_size=resize, channels=3, augment=args.augment != "none", autoaugment=autoaugment)
 
-    def evaluation(ds: jdata.Dataset) -> jdata.Loader:
+    def evaluation(ds: Split) -> jdata.Loader | jdata.FolderLoader:
+        if folder:
+            return jdata.FolderLoader(ds, eval_batch, train=False, mean=mean, std=std, image_size=size)
         return jdata.Loader(ds, eval_batch, train=False, mean=mean, std=std, image_size=resize, channels=3)
 
     val = evaluation(data.val) if data.val is not None else None
@@ -303,7 +325,8 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
     # augmentations or weights that most epochs never saw.
     identity = {"arch": arch, "data": data.train.name, "train_images": len(data.train), "fraction": args.fraction,
                 "val_fraction": args.val_fraction, "image_size": size, "augment": args.augment,
-                "weights": w.used if w.used == "random init" else w.requested}
+                "weights": w.used if w.used == "random init" else w.requested,
+                **({"files": data.train.fingerprint} if folder else {})}
     out = Path(args.out) / arch
     best_file = out / "best.safetensors"
     preprocessing = {"resize": [size, size], "crop": None, "mean": list(map(float, mean)), "std": list(map(float, std))}
@@ -332,6 +355,8 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
         raise UsageError(str(e)) from None
     except CheckpointCorrupt as e:
         raise cli.RunFailed(str(e)) from None
+    except jdata.DataCorrupt as e:  # a folder's unreadable image shows when its batch is built
+        raise UsageError(str(e)) from None
     finally:
         checkpoints.close()
     best = trainer.best_epoch()
@@ -342,7 +367,10 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
         tester = trainer
     else:
         tester = Trainer(jweights.load(best_file), config, len(train), mesh=mesh, progress=False, name=arch)
-    result = tester.evaluate(evaluation(data.test))
+    try:
+        result = tester.evaluate(evaluation(data.test))
+    except jdata.DataCorrupt as e:
+        raise UsageError(str(e)) from None
     summary = metrics.summary(result.labels, result.predictions)
     chosen = f"best epoch {best} of {len(history)}" if best is not None else f"last epoch {len(history)}"
     print(f"{arch}: test accuracy {100 * summary['accuracy']:.2f}% ({chosen}, train "
@@ -377,7 +405,7 @@ def run(study: Study, argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.weights not in (None, "imagenet", "none") and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file (use imagenet, none or a .safetensors/.pth file)")
     for arch in chosen:
-        input_size(arch, args.image_size, 1)
+        input_size(arch, args.image_size, 1)  # too small for one of them: refused before any work
     config = train_config(study, args)
     initialize_distributed()
     mesh = make_mesh()

