@@ -5,7 +5,8 @@ seeds' defaults, no validation split and its own report).
 One run per architecture: the data (train, validation when asked for, test; any number of classes, their names
 carried along), the model (fresh, torchvision's ImageNet weights or a file; a new head for the data's classes),
 `jaxdl.train.Trainer` (validation every epoch, the best epoch saved as OUT/<arch>/best.safetensors with its
-class names and preprocessing, OUT/<arch>/log.csv, early stopping, per-epoch checkpoints, exact resume), then
+class names and preprocessing, OUT/<arch>/log.csv (and TensorBoard event files in OUT/<arch>/tensorboard when
+a writer is installed), early stopping, per-epoch checkpoints, exact resume), then
 the test evaluation of the best model (the last one without validation). Every mistake is one line before any
 work starts (`jaxdl.cli`).
 """
@@ -286,6 +287,16 @@ def write_log(history: list[dict[str, Any]], file: Path) -> None:
     part.replace(file)
 
 
+def tensorboard(directory: Path) -> Any | None:
+    """A TensorBoard event writer when one is installed (tensorboardX, or PyTorch's with tensorboard), else None."""
+    import importlib.util
+
+    for module, needs in (("tensorboardX", "tensorboardX"), ("torch.utils.tensorboard", "tensorboard")):
+        if importlib.util.find_spec(needs) is not None:
+            return importlib.import_module(module).SummaryWriter(str(directory))
+    return None
+
+
 def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, config: TrainConfig, mesh,
              argv: list[str]) -> dict[str, Any]:
     native = data.native_size(args.image_size)
@@ -331,10 +342,17 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
     best_file = out / "best.safetensors"
     preprocessing = {"resize": [size, size], "crop": None, "mean": list(map(float, mean)), "std": list(map(float, std))}
 
+    events = tensorboard(out / "tensorboard") if jax.process_index() == 0 else None
+
     def after_epoch(t: Trainer, record: dict[str, Any]) -> None:
         if jax.process_index() != 0:
             return
         write_log(t.history, out / "log.csv")
+        if events is not None:
+            for name in LOG_COLUMNS[1:]:
+                if name in record:
+                    events.add_scalar(name, record[name], record["epoch"])
+            events.flush()
         if t.best_epoch() == record["epoch"]:
             jweights.save(t.model, best_file, source=f"{study.prog} epoch {record['epoch']}", classes=classes,
                           preprocessing=preprocessing)
@@ -359,6 +377,8 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
         raise UsageError(str(e)) from None
     finally:
         checkpoints.close()
+        if events is not None:
+            events.close()
     best = trainer.best_epoch()
     if best is None:  # no validation: the last model is the one tested, and the one saved
         if jax.process_index() == 0:

@@ -52,7 +52,27 @@ def test_fine_tune_saves_the_best_epoch_with_classes_log_and_report(npz, tmp_pat
     assert float(rows[0]["val_accuracy"]) == pytest.approx(history[0]["val_accuracy"])
     report = (out / "report.md").read_text()
     assert "eight, five, three" in report and f"{best} of 3" in report
+    logged = tensorboard_scalars(out / "lenet5" / "tensorboard")
+    assert [v for _, v in logged["val_accuracy"]] == pytest.approx([h["val_accuracy"] for h in history])
     assert result["accuracy"] > 0.8  # three real digit classes, 3 epochs from scratch
+
+
+def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per tag from TensorBoard event files (TFRecord framing: length, crc, event, crc)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for file in sorted(directory.glob("events.out.tfevents.*")):
+        raw = file.read_bytes()
+        while raw:
+            (length,) = struct.unpack("<Q", raw[:8])
+            event = Event.FromString(raw[12:12 + length])
+            raw = raw[12 + length + 4:]
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
 
 
 def test_frozen_backbone_and_batchnorm_stay_bit_identical(npz, tmp_path):
