@@ -7,6 +7,7 @@ number fails.  The Hessian machinery itself is tested in tests/test_hessian.py.
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,19 +17,20 @@ from PIL import Image
 from experiments.convexity.__main__ import main
 from jaxdl import hessian as hs
 
-# one worker runs the whole module, so its session-scoped run is computed once (make test: pytest-xdist loadgroup)
-pytestmark = pytest.mark.xdist_group("convexity")
 
 FLAGS = ["--datasets", "1", "--points", "2", "--gd-steps", "40", "--epochs", "1", "--hessian-images", "24",
          "--resnet-images", "0", "--lanczos-iters", "6", "--probes", "4"]
 
 
-@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("convexity")
+def study(out: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:  # the CLI's opt-in XLA flag would outlive it in this process
         mp.setenv("JAXDL_CPU_FLAGS", "0")
         main(["--out", str(out), *FLAGS])
+
+
+@pytest.fixture(scope="session")
+def run(computed_once):
+    out = computed_once("convexity", study)  # one run for the whole session, whichever worker asks first
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
 
 

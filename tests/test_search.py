@@ -17,8 +17,6 @@ from sklearn.neural_network import MLPClassifier
 
 from jaxdl import search, weights
 
-# one worker runs the whole module, so its session-scoped runs are computed once (make test: loadgroup)
-pytestmark = pytest.mark.xdist_group("search")
 
 # Two widths (two programs); activation and lr vary inside the first, so they are vmapped together.
 GRID = [{"hidden": [(8,)], "activation_fn": ["relu", "tanh"], "lr": [1e-3, 3e-3]},
@@ -26,7 +24,7 @@ GRID = [{"hidden": [(8,)], "activation_fn": ["relu", "tanh"], "lr": [1e-3, 3e-3]
 BUILD = search.zoo("mlp", image_size=8)
 
 
-@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
+@pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     x, y = load_digits(return_X_y=True)
     return (x[:300] / 16.0).astype(np.float32), y[:300].astype(np.int32)
@@ -36,7 +34,7 @@ def _search(vmap: bool, grid=GRID, epochs: int = 1) -> search.GridSearch:
     return search.GridSearch(BUILD, grid, cv=3, epochs=epochs, batch_size=32, vmap=vmap)
 
 
-@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
+@pytest.fixture(scope="session")
 def searches(digits):
     return _search(True).fit(*digits), _search(False).fit(*digits)
 

@@ -23,8 +23,6 @@ from experiments.svhn.__main__ import main
 from jaxdl import runtime
 from jaxdl.train import rundir
 
-# one worker runs the whole module, so its session-scoped run is computed once (make test: pytest-xdist loadgroup)
-pytestmark = pytest.mark.xdist_group("svhn_reliability")
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--arch", "lenet5", "--data", "digits", "--fraction", "0.5", "--batch-size", "64", "--epochs", "3",
@@ -49,7 +47,7 @@ def one_line(capsys, status: int, *expected: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="session")  # once per worker, however xdist interleaves modules
+@pytest.fixture(scope="session")
 def straight(tmp_path_factory) -> dict:
     """The uninterrupted run every interrupted one must end equal to."""
     out = tmp_path_factory.mktemp("straight")
