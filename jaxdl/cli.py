@@ -17,6 +17,7 @@ import argparse
 import errno
 import math
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -106,9 +107,8 @@ def writable_dir(path: Path, what: str = "--out") -> Path:
         raise UsageError(f"{what} {path} is a file, not a directory: name a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=path):  # a name of its own: several processes may probe at once
+            pass
     except OSError as e:
         raise UsageError(f"{what} {path} is not writable ({e.strerror}): choose another directory") from None
     return path

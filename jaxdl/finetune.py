@@ -36,7 +36,7 @@ from jaxdl import weights as jweights
 from jaxdl.cli import UsageError
 from jaxdl.runtime import use_fast_cpu_flags
 from jaxdl.train import (FREEZE, CheckpointCorrupt, CheckpointMismatch, Checkpoints, NonFiniteLoss, TrainConfig,
-                         Trainer, cost, initialize_distributed, rundir)
+                         Trainer, cost, initialize_distributed, parallel, rundir)
 from jaxdl.train import mesh as make_mesh
 
 EVAL_BATCH = 256
@@ -100,6 +100,11 @@ def parser(study: Study) -> cli.Parser:
                    help="continue from the last good checkpoint with this learning rate (e.g. after a diverging loss)")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--no-progress", action="store_true")
+    many = p.add_argument_group("many processes (default: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                                "JAX_PROCESS_ID, else JAX's cluster detection: SLURM, TPU pods)")
+    many.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    many.add_argument("--num-processes", type=cli.positive_int, metavar="N")
+    many.add_argument("--process-id", type=cli.natural_int, metavar="I", help="this process's id, 0..N-1")
     return p
 
 
@@ -314,17 +319,22 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
     resize = size if folder or size != native else None
     autoaugment = args.augment if args.augment not in ("crop", "none") else None
     eval_batch = EVAL_BATCH - EVAL_BATCH % mesh.size
+    sharded = parallel.batch_sharded(mesh)  # each process builds only its rows of every global batch
+    train_rows, eval_rows = (parallel.local_rows(sharded, b) for b in (config.batch_size, eval_batch))
     if folder:
         train = jdata.FolderLoader(data.train, config.batch_size, train=True, mean=mean, std=std, image_size=size,
-                                   seed=config.seed, augment=args.augment != "none", autoaugment=autoaugment)
+                                   seed=config.seed, augment=args.augment != "none", autoaugment=autoaugment,
+                                   rows=train_rows)
     else:
         train = jdata.Loader(data.train, config.batch_size, train=True, mean=mean, std=std, seed=config.seed,
-                             image_size=resize, channels=3, augment=args.augment != "none", autoaugment=autoaugment)
+                             image_size=resize, channels=3, augment=args.augment != "none", autoaugment=autoaugment,
+                             rows=train_rows)
 
     def evaluation(ds: Split) -> jdata.Loader | jdata.FolderLoader:
         if folder:
-            return jdata.FolderLoader(ds, eval_batch, train=False, mean=mean, std=std, image_size=size)
-        return jdata.Loader(ds, eval_batch, train=False, mean=mean, std=std, image_size=resize, channels=3)
+            return jdata.FolderLoader(ds, eval_batch, train=False, mean=mean, std=std, image_size=size, rows=eval_rows)
+        return jdata.Loader(ds, eval_batch, train=False, mean=mean, std=std, image_size=resize, channels=3,
+                            rows=eval_rows)
 
     val = evaluation(data.val) if data.val is not None else None
     try:
@@ -386,6 +396,7 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
                           preprocessing=preprocessing)
         tester = trainer
     else:
+        parallel.barrier(f"{arch} best model saved")  # process 0 wrote it; the others read it now
         tester = Trainer(jweights.load(best_file), config, len(train), mesh=mesh, progress=False, name=arch)
     try:
         result = tester.evaluate(evaluation(data.test))
@@ -393,8 +404,9 @@ def run_arch(study: Study, arch: str, args: argparse.Namespace, data: Data, conf
         raise UsageError(str(e)) from None
     summary = metrics.summary(result.labels, result.predictions)
     chosen = f"best epoch {best} of {len(history)}" if best is not None else f"last epoch {len(history)}"
-    print(f"{arch}: test accuracy {100 * summary['accuracy']:.2f}% ({chosen}, train "
-          f"{history[-1]['train_accuracy'] * 100:.2f}%, {sum(h['seconds'] for h in history):.0f} s)", file=sys.stderr)
+    if jax.process_index() == 0:
+        print(f"{arch}: test accuracy {100 * summary['accuracy']:.2f}% ({chosen}, train "
+              f"{history[-1]['train_accuracy'] * 100:.2f}%, {sum(h['seconds'] for h in history):.0f} s)", file=sys.stderr)
     return {
         "arch": arch, **summary, "classes": list(classes), "best_epoch": best, "epochs_run": len(history),
         "model_file": str(best_file),
@@ -427,7 +439,12 @@ def run(study: Study, argv: list[str] | None = None) -> list[dict[str, Any]]:
     for arch in chosen:
         input_size(arch, args.image_size, 1)  # too small for one of them: refused before any work
     config = train_config(study, args)
-    initialize_distributed()
+    try:
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    except parallel.DistributedConfigError as e:
+        raise UsageError(str(e)) from None
+    except parallel.DistributedJoinError as e:
+        raise cli.RunFailed(str(e)) from None
     mesh = make_mesh()
     if config.batch_size % mesh.size:
         raise UsageError(f"--batch-size {config.batch_size} does not split over {mesh.size} devices")

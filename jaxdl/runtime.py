@@ -14,8 +14,10 @@ YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
 def _backends_initialized() -> bool:
+    """Whether JAX has started its backends (and so XLA has read its flags). No public API tells; the private
+    function is there in JAX 0.10.2 through 0.12.0.1. Without it, assume not (tests/test_jax_compat.py)."""
     try:
-        from jax._src import xla_bridge  # no public API says whether XLA has read its flags yet
+        from jax._src import xla_bridge
 
         return bool(xla_bridge.backends_are_initialized())
     except (ImportError, AttributeError):

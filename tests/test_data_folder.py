@@ -252,3 +252,15 @@ def test_bad_layouts_are_one_line_errors_naming_the_path(tmp_path):
     with pytest.raises(ValueError, match="image_size must be a positive int"):
         FolderLoader(load_folder(tmp_path / "ok"), 1, train=False, image_size=0, **UNIT)
     assert issubclass(FolderError, ValueError) and issubclass(DataCorrupt, Exception)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_process_builds_its_rows_with_the_numbers_of_the_whole_batch(flat, train):
+    split = load_folder(flat, "train", val_fraction=0.2)
+    kw = {"train": train, "image_size": 12, "seed": 3, "workers": 0, "autoaugment": "autoaugment-svhn", **UNIT}
+    whole = FolderLoader(split, 5, **kw)
+    parts = [FolderLoader(split, 5, rows=rows, **kw) for rows in ((0, 3), (3, 5))]
+    for index in range(len(whole)):
+        expected = whole.batch(1, index)
+        for key in expected:
+            np.testing.assert_array_equal(np.concatenate([p.batch(1, index)[key] for p in parts]), expected[key])

@@ -159,3 +159,22 @@ def test_prefetch_overlaps_production_with_a_slow_consumer(monkeypatch):
     elapsed = time.monotonic() - start
     assert len(loader) == 10
     assert elapsed < 0.8 * (10 * 0.1 + 10 * 0.1), f"no overlap: {elapsed:.2f} s for 10 x (0.1 s build + 0.1 s use)"
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_process_builds_its_rows_with_the_numbers_of_the_whole_batch(train):
+    """Each process of a multi-process run builds only its rows of every global batch: the crops and AutoAugment
+    draws are the whole batch's, so the parts put together are the single-process batch (the ragged eval
+    batch included, padded and masked per part)."""
+    ds = data.Dataset(np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3), np.uint8), (np.arange(20) % 10).astype(np.int32),
+                      "toy", real=False)
+    kw = {"train": train, "mean": (0.5,) * 3, "std": (0.25,) * 3, "seed": 3, "autoaugment": "autoaugment-svhn"}
+    whole = data.Loader(ds, 8, **kw)
+    parts = [data.Loader(ds, 8, rows=rows, **kw) for rows in ((0, 2), (2, 8))]
+    for index in range(len(whole)):  # eval: the last batch holds 4 samples, so the second part holds 2 and 4 pads
+        expected = whole.batch(1, index)
+        got = [p.batch(1, index) for p in parts]
+        for key in expected:
+            np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), expected[key])
+    with pytest.raises(ValueError, match="rows"):
+        data.Loader(ds, 8, rows=(4, 9), **kw)

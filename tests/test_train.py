@@ -125,6 +125,43 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path):
     assert len(meta["history"]) == 1
 
 
+class NaNFromEpoch2Step5(Loader):
+    def batch(self, epoch, index, order=None):
+        out = super().batch(epoch, index, order)
+        if (epoch, index) >= (1, 4):
+            out["image"] = np.full_like(out["image"], np.nan)
+        return out
+
+
+def test_nan_stop_reads_every_n_steps_and_names_the_first_bad_step(tmp_path: Path):
+    # Linear, not TinyNet: XLA:CPU fuses TinyNet's relu into its mean, where max(NaN, 0) gives 0 (a NaN input
+    # comes out as finite logits); a linear model keeps the NaN
+    t = Trainer(Linear(nnx.Rngs(0)), CONFIG, len(loader()), progress=False, read_every=4)  # reads after steps 4, 6
+    with pytest.raises(NonFiniteLoss) as info:
+        t.fit(loader(NaNFromEpoch2Step5), Checkpoints(tmp_path))
+    assert "at epoch 2, step 5 (steps 5-6 checked together)" in str(info.value)
+    assert Checkpoints(tmp_path).epochs() == [0]  # the poisoned epoch 2 was never saved
+
+
+def test_the_loop_reads_metrics_only_every_n_steps(monkeypatch):
+    """No per-step host sync: metrics come back in chunks of read_every steps (explicit transfers), and no
+    implicit device-to-host transfer (float(x), np.asarray(x)) happens anywhere in an epoch."""
+    reads = []
+    original = Trainer._read
+
+    def spy(self, pending, *args):
+        reads.append(len(pending))
+        return original(self, pending, *args)
+
+    monkeypatch.setattr(Trainer, "_read", spy)
+    t = trainer(read_every=4)
+    with jax.transfer_guard_device_to_host("disallow"):
+        history = t._epoch(loader(), 0, None)
+    assert reads == [4, 2] and history["train_loss"] > 0
+    reference = trainer(read_every=1)._epoch(loader(), 0, None)  # how often it reads changes no number
+    assert history["train_loss"] == reference["train_loss"] and history["train_accuracy"] == reference["train_accuracy"]
+
+
 def test_resume_refuses_other_settings(tmp_path: Path):
     trainer().fit(loader(), Checkpoints(tmp_path))
     other = trainer(TrainConfig(**{**CONFIG.to_dict(), "lr": 0.2}))

@@ -260,15 +260,19 @@ class AutoAugment:
     def __repr__(self) -> str:
         return f"AutoAugment(policy={self.policy!r}, fill={self.fill!r})"
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Augmented copy of `images` (uint8, N x H x W x C): the same shape and dtype."""
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, of: int | None = None,
+                 start: int = 0) -> np.ndarray:
+        """Augmented copy of `images` (uint8, N x H x W x C): the same shape and dtype. The images may be rows
+        start.. of a batch of `of`: the draws are those of the whole batch, so each row gets what it would
+        get there."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(f"expected uint8 NHWC images with 1 or 3 channels, got {images.dtype} {images.shape}")
         n, height, width, channels = images.shape
         # Everything random is drawn here, in this order, whatever ops end up applied: reproducibility.
-        ids = rng.integers(len(self.policies), size=n)
-        probs = rng.random((n, 2))
-        signs = rng.integers(2, size=(n, 2))
+        total, part = (n if of is None else of), slice(start, start + n)
+        ids = rng.integers(len(self.policies), size=total)[part]
+        probs = rng.random((total, 2))[part]
+        signs = rng.integers(2, size=(total, 2))[part]
         bins = magnitude_bins(height, width)
         out = np.empty_like(images)
         for k in range(n):

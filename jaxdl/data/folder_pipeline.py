@@ -30,7 +30,7 @@ import numpy as np
 from . import augment as augmentations
 from .dataset import DataCorrupt
 from .folder import FolderSplit, _check_size, default_workers, read_image
-from .pipeline import _AUGMENT, _AUTOAUGMENT, _SHUFFLE
+from .pipeline import _AUGMENT, _AUTOAUGMENT, _SHUFFLE, check_rows, crop_offsets
 
 Batch = dict[str, Any]
 
@@ -50,19 +50,21 @@ class FolderLoader:
     [0, 1] scale). `workers` decoding threads (default: the CPUs, at most 8) and `prefetch` batches in
     flight, being built or ready (default workers + 1; fewer than workers leaves threads idle); prefetch=0 or
     workers=0 builds batches in the consumer's thread. `sharding`, when given, `device_put`s each batch from
-    the worker threads.
+    the worker threads. rows=(start, stop) builds only those rows of every batch (a process's part of the
+    global batch), with the numbers they have in the whole batch.
     """
 
     def __init__(self, ds: FolderSplit, batch_size: int, *, train: bool, mean: Sequence[float],
                  std: Sequence[float], image_size: int, seed: int = 0, augment: bool = True, pad: int = 4,
                  drop_remainder: bool | None = None, workers: int | None = None, prefetch: int | None = None,
-                 sharding: Any = None, autoaugment: str | None = None) -> None:
+                 sharding: Any = None, autoaugment: str | None = None, rows: tuple[int, int] | None = None) -> None:
         _check_size(image_size)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean/std need 3 values (images are RGB), got {len(mean)}/{len(std)}")
         self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
+        self.rows = check_rows(rows, batch_size)
         self.image_size, self.augment, self.pad, self.sharding = int(image_size), augment, pad, sharding
         self.autoaugment = augmentations.create(autoaugment) if autoaugment else None
         self.drop_remainder = train if drop_remainder is None else drop_remainder
@@ -98,13 +100,15 @@ class FolderLoader:
         random draws), but each crop is a shifted copy instead of a gather over the padded batch: 15x cheaper
         at 224x224.
         """
-        idx = (self.order(epoch) if order is None else order)[index * self.batch_size:(index + 1) * self.batch_size]
-        n, s = len(idx), self.image_size
-        images = np.zeros((self.batch_size, s, s, 3), np.uint8)  # rows past n: the eval padding
+        whole = (self.order(epoch) if order is None else order)[index * self.batch_size:(index + 1) * self.batch_size]
+        first, stop = self.rows
+        idx = whole[first:stop]
+        n, s, rows = len(idx), self.image_size, stop - first
+        images = np.zeros((rows, s, s, 3), np.uint8)  # rows past n: the eval padding
         shift = self.train and self.augment and self.pad > 0
-        if shift:  # random_crop's draws: row offsets, then column offsets, in [0, 2 * pad]
+        if shift:  # random_crop's draws, those of the whole batch
             rng = np.random.default_rng([self.seed, epoch, _AUGMENT, index])
-            dy, dx = (rng.integers(0, 2 * self.pad + 1, n) - self.pad for _ in range(2))
+            dy, dx = (d - self.pad for d in crop_offsets(rng, self.pad, len(whole), slice(first, stop)))
         for k, i in enumerate(idx):
             image = read_image(self.ds.file(i), s)
             if shift:  # output pixel (r, q) is image pixel (r + dy, q + dx), zero outside
@@ -114,14 +118,14 @@ class FolderLoader:
                 images[k] = image
         if self.train and self.augment and self.autoaugment is not None:  # after the crop, as Loader's
             rng = np.random.default_rng([self.seed, epoch, _AUTOAUGMENT, index])
-            images[:n] = self.autoaugment(images[:n], rng)
+            images[:n] = self.autoaugment(images[:n], rng, of=len(whole), start=first)
         x = np.empty(images.shape, np.float32)
         np.multiply(images[:n], self._scale, out=x[:n])  # Loader's images.astype(float32) * scale + bias
         x[:n] += self._bias
         x[n:] = 0.0
-        labels = np.zeros(self.batch_size, np.int32)
+        labels = np.zeros(rows, np.int32)
         labels[:n] = self.ds.labels[idx]
-        return {"image": x, "label": labels, "mask": np.arange(self.batch_size) < n}
+        return {"image": x, "label": labels, "mask": np.arange(rows) < n}
 
     def _place(self, batch: Batch) -> Batch:
         if self.sharding is None:

@@ -31,14 +31,24 @@ _SHUFFLE, _AUGMENT, _AUTOAUGMENT = 0, 1, 2  # separate seed streams: epoch order
 _POLL_S = 0.05
 
 
-def random_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
-    """Crop each NHWC image at a random offset from its `pad`-pixel zero border (same shape)."""
+def crop_offsets(rng: np.random.Generator, pad: int, n: int, part: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets in [0, 2 * pad] of a batch of `n` random crops, of which `part` is returned: the
+    draws of the whole batch are made, so a process building some rows crops them as a single process would."""
+    rows, cols = rng.integers(0, 2 * pad + 1, n), rng.integers(0, 2 * pad + 1, n)
+    return rows[part], cols[part]
+
+
+def random_crop(images: np.ndarray, pad: int, rng: np.random.Generator, of: int | None = None,
+                start: int = 0) -> np.ndarray:
+    """Crop each NHWC image at a random offset from its `pad`-pixel zero border (same shape). The images may be
+    rows start.. of a batch of `of` (the draws are those of the whole batch)."""
     if pad <= 0:
         return images
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = rng.integers(0, 2 * pad + 1, n)[:, None] + np.arange(h)
-    cols = rng.integers(0, 2 * pad + 1, n)[:, None] + np.arange(w)
+    dy, dx = crop_offsets(rng, pad, n if of is None else of, slice(start, start + n))
+    rows = dy[:, None] + np.arange(h)
+    cols = dx[:, None] + np.arange(w)
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
@@ -49,14 +59,17 @@ class Loader:
     channels=3 replicates grey images for models pretrained on RGB; image_size resizes
     (antialiased bilinear) after the crop, e.g. to the >= 63 px AlexNet needs. autoaugment names a policy of
     `augment.NAMES` (e.g. "autoaugment-svhn"), applied to training batches after the crop, seeded per batch
-    like the crops, so a resumed run sees the same augmentations.
+    like the crops, so a resumed run sees the same augmentations. rows=(start, stop) builds only those rows of
+    every batch (a process's part of the global batch, `jaxdl.train.parallel.local_rows`), with the same numbers
+    as the whole batch's rows.
     """
 
     def __init__(self, ds: Dataset, batch_size: int, *, train: bool, mean: Sequence[float], std: Sequence[float],
                  seed: int = 0, image_size: int | None = None, channels: int | None = None, augment: bool = True,
                  pad: int = 4, drop_remainder: bool | None = None, prefetch: int = 2, sharding: Any = None,
-                 autoaugment: str | None = None) -> None:
+                 autoaugment: str | None = None, rows: tuple[int, int] | None = None) -> None:
         self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
+        self.rows = check_rows(rows, batch_size)
         self.autoaugment = augmentations.create(autoaugment) if autoaugment else None
         self.image_size, self.augment, self.pad = image_size, augment, pad
         self.prefetch, self.sharding = prefetch, sharding
@@ -85,18 +98,21 @@ class Loader:
 
     def batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> Batch:
         """Host (numpy) batch `index` of `epoch`; `order` may be passed to skip recomputing it."""
-        idx = (self.order(epoch) if order is None else order)[index * self.batch_size:(index + 1) * self.batch_size]
+        whole = (self.order(epoch) if order is None else order)[index * self.batch_size:(index + 1) * self.batch_size]
+        first, stop = self.rows
+        idx = whole[first:stop]
         images = self.ds.images[idx]
         if self.train and self.augment:  # torchvision's recipe order: RandomCrop(padding), then AutoAugment
-            images = random_crop(images, self.pad, np.random.default_rng([self.seed, epoch, _AUGMENT, index]))
+            draws = {"of": len(whole), "start": first}
+            images = random_crop(images, self.pad, np.random.default_rng([self.seed, epoch, _AUGMENT, index]), **draws)
             if self.autoaugment is not None:
-                images = self.autoaugment(images, np.random.default_rng([self.seed, epoch, _AUTOAUGMENT, index]))
+                images = self.autoaugment(images, np.random.default_rng([self.seed, epoch, _AUTOAUGMENT, index]), **draws)
         if self.channels != images.shape[-1]:
             images = np.repeat(images, self.channels, axis=-1)
         x = resize(images, self.image_size) if self.image_size else images.astype(np.float32)
         x = x * self._scale + self._bias
         labels, mask = self.ds.labels[idx], np.ones(len(idx), bool)
-        missing = self.batch_size - len(idx)
+        missing = stop - first - len(idx)
         if missing:  # ragged eval batch: pad to the static shape, mask out the padding
             x = np.concatenate([x, np.zeros((missing, *x.shape[1:]), np.float32)])
             labels = np.concatenate([labels, np.zeros(missing, np.int32)])
@@ -139,6 +155,14 @@ class Loader:
                     return
         except BaseException as exc:  # surface the error in the consumer, not in a silent thread
             _offer(slots, exc, stop)
+
+
+def check_rows(rows: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
+    """A loader's `rows=`: (start, stop) within the batch, (0, batch_size) for None."""
+    start, stop = (0, batch_size) if rows is None else rows
+    if not 0 <= start < stop <= batch_size:
+        raise ValueError(f"rows ({start}, {stop}) do not lie within a batch of {batch_size}")
+    return start, stop
 
 
 def _offer(slots: queue.Queue, item: Any, stop: threading.Event) -> bool:

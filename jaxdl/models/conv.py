@@ -9,6 +9,13 @@ of a program layout assignment rewrites them with transposes, but inside a `whil
 course CNN ran 40x slower than unrolled.  Hessian tools run their products inside loops, so this primitive
 states both transposes in canonical form, with the operand transposes written out.  At the top level XLA
 compiles the same program either way (equal bits, equal speed), so training is unaffected.
+
+Defining a primitive takes JAX's extension APIs (`jax.extend.core.Primitive`, `jax.core.ShapedArray`,
+`jax.interpreters.ad.defbilinear`, `batching.primitive_batchers`, `mlir.register_lowering`/`lower_fun`),
+which JAX may move or drop between releases; all of them are there in JAX 0.10.2 through 0.12.0.1.  Should a
+future JAX lack one, importing this module still works: `PRIMITIVE` is False and `conv` is plain
+`lax.conv_general_dilated` in canonical layout, with the same values and derivatives.  Only the speed of
+derivatives inside loops on CPU (the Hessian tools' rolled loops) is lost.
 """
 
 from __future__ import annotations
@@ -18,22 +25,33 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.core import ShapedArray
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
 
 Array = jax.Array
 Pairs = tuple[tuple[int, int], ...]
 CANONICAL = ("NHWC", "HWIO", "NHWC")
 
-conv_p = Primitive("jaxdl_conv")
+try:  # the newest public homes of JAX's extension APIs (jax.extend.core has no ShapedArray, even in 0.12)
+    from jax.core import ShapedArray
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+
+    # Everything the registration below calls, looked up now: a missing one means the fallback, not an error.
+    _ = (Primitive.def_impl, Primitive.def_abstract_eval, ad.defbilinear, batching.primitive_batchers,
+         mlir.register_lowering, mlir.lower_fun)
+except (ImportError, AttributeError):
+    Primitive = None
+
+# Whether `conv` is the primitive (derivatives canonical, fast in loops) or plain `lax.conv_general_dilated`.
+PRIMITIVE: bool = Primitive is not None
+conv_p = Primitive("jaxdl_conv") if PRIMITIVE else None
 
 
 def conv(x: Array, w: Array, strides: Sequence[int], padding: Sequence[Sequence[int]],
          lhs_dilation: Sequence[int] = (1, 1), rhs_dilation: Sequence[int] = (1, 1), precision=None) -> Array:
     """`lax.conv_general_dilated(x, w, ...)` for NHWC inputs and HWIO kernels (no feature groups)."""
-    return conv_p.bind(x, w, strides=tuple(strides), padding=tuple(tuple(p) for p in padding),
-                       lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation), precision=precision)
+    params = dict(strides=tuple(strides), padding=tuple(tuple(p) for p in padding),
+                  lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation), precision=precision)
+    return conv_p.bind(x, w, **params) if PRIMITIVE else _lax_conv(x, w, **params)
 
 
 def _lax_conv(x: Array, w: Array, *, strides, padding, lhs_dilation, rhs_dilation, precision) -> Array:
@@ -89,8 +107,9 @@ def _batch(args: tuple[Array, Array], dims: tuple, **params) -> tuple[Array, int
     return lax.map(lambda xw: conv(*xw, **params), (jnp.moveaxis(x, bx, 0), jnp.moveaxis(w, bw, 0))), 0
 
 
-conv_p.def_impl(_lax_conv)
-conv_p.def_abstract_eval(_abstract_eval)
-mlir.register_lowering(conv_p, mlir.lower_fun(_lax_conv, multiple_results=False))
-ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
-batching.primitive_batchers[conv_p] = _batch
+if PRIMITIVE:
+    conv_p.def_impl(_lax_conv)
+    conv_p.def_abstract_eval(_abstract_eval)
+    mlir.register_lowering(conv_p, mlir.lower_fun(_lax_conv, multiple_results=False))
+    ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
+    batching.primitive_batchers[conv_p] = _batch

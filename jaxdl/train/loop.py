@@ -7,7 +7,7 @@ checkpoint, and the input pipeline's batches are a pure function of (seed, epoch
 
 from __future__ import annotations
 
-import math
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -55,11 +55,19 @@ class Trainer:
 
     The model passed in is not changed: training works on the carried state, and `trainer.model` is the
     model with the current weights (after `fit`, the trained ones).
+
+    The loop never waits for a step to finish before queueing the next (on an accelerator that wait idles the
+    device): metrics are read back every `read_every` steps and at the end of an epoch, so a NaN or Inf loss
+    stops training within `read_every` steps, naming the first bad step, before the epoch's checkpoint.
     """
 
     def __init__(self, model: nnx.Module, config: TrainConfig, steps_per_epoch: int, *,
-                 mesh: jax.sharding.Mesh | None = None, progress: bool = True, name: str = "") -> None:
+                 mesh: jax.sharding.Mesh | None = None, progress: bool = True, name: str = "",
+                 read_every: int = 25) -> None:
+        if read_every < 1:
+            raise ValueError(f"read_every must be at least 1, got {read_every}")
         self.config, self.steps_per_epoch, self.progress, self.name = config, steps_per_epoch, progress, name
+        self.read_every = read_every
         self.mesh = parallel.mesh() if mesh is None else mesh
         parallel.check_batch_size(config.batch_size, self.mesh)
         self.replicated, self.sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
@@ -160,31 +168,55 @@ class Trainer:
         self._changed = {"changed": {k: list(v) for k, v in changed.items()}} if changed else {}
 
     def _epoch(self, loader: Loader, epoch: int, checkpoints: Checkpoints | None) -> dict[str, Any]:
-        bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"{self.name} epoch {epoch + 1}/{self.config.epochs}",
-                   disable=not self.progress or jax.process_index() != 0, leave=False, file=sys.stderr, dynamic_ncols=True)
-        loss_sum = correct = count = 0.0
+        """One epoch. Nothing is read back per step: the metrics stay on the device and are read every
+        `read_every` steps (progress, NaN check) and at the end, so the host queues step i+1 while step i
+        runs; the batches go to the device two steps ahead (`parallel.prefetch`)."""
+        batches = parallel.prefetch(loader.epoch(epoch), self._to_device)
+        bar = tqdm(batches, total=len(loader), desc=f"{self.name} epoch {epoch + 1}/{self.config.epochs}",
+                   disable=not self.progress or jax.process_index() != 0, leave=False, file=sys.stderr,
+                   dynamic_ncols=True, mininterval=0.5)
+        totals = np.zeros(3)  # loss * count, correct, count over the steps read so far
+        pending: list[dict[str, jax.Array]] = []
         start = time.perf_counter()
-        steady_start, steady_images = None, 0
-        for i, batch in enumerate(bar):
-            self.state, metrics = self.train_step(self.graphs.train, self.state, parallel.place(batch, self.sharded))
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                last = checkpoints.latest_epoch() if checkpoints is not None else None
-                kept = f"last good checkpoint: epoch {last + 1} in {checkpoints.directory}" if last is not None else "no checkpoint was kept"
-                raise NonFiniteLoss(f"{self.name or 'training'}: loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
-                                    f"stopped ({kept})")
-            n = int(metrics["count"])
-            loss_sum, correct, count = loss_sum + loss * n, correct + int(metrics["correct"]), count + n
-            if steady_start is None:  # the first step compiles: leave it out of the throughput
-                steady_start = time.perf_counter()
-            else:
-                steady_images += n
-            rate = steady_images / max(time.perf_counter() - steady_start, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", img_s=f"{rate:.0f}")
-        seconds = time.perf_counter() - start
-        rate = steady_images / (time.perf_counter() - steady_start) if steady_images else count / seconds
-        return {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
-                "seconds": seconds, "images_per_s": rate}
+        steady_start, first_count = None, 0.0
+        with contextlib.closing(batches):
+            for i, batch in enumerate(bar):
+                self.state, metrics = self.train_step(self.graphs.train, self.state, batch)
+                pending.append(metrics)
+                if steady_start is None:  # the first step compiles: wait for it, and leave it out of the rate
+                    first_count = float(jax.device_get(metrics["count"]))
+                    steady_start = time.perf_counter()
+                if len(pending) == self.read_every or i + 1 == len(loader):
+                    totals += self._read(pending, epoch, i + 1, checkpoints)
+                    pending = []
+                    rate = (totals[2] - first_count) / max(time.perf_counter() - steady_start, 1e-9)
+                    bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.3f}",
+                                    img_s=f"{rate:.0f}", refresh=False)
+        end = time.perf_counter()
+        steady = totals[2] - first_count
+        rate = steady / (end - steady_start) if steady else totals[2] / (end - start)
+        return {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[2]),
+                "train_accuracy": float(totals[1] / totals[2]), "seconds": end - start, "images_per_s": float(rate)}
+
+    def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return parallel.to_device(batch, self.sharded, self.config.batch_size)
+
+    def _read(self, pending: list[dict[str, jax.Array]], epoch: int, last: int,
+              checkpoints: Checkpoints | None) -> np.ndarray:
+        """[loss * count, correct, count] summed over the steps `last - len(pending) + 1 .. last` of `epoch`
+        (1-based), read in one transfer; NonFiniteLoss naming the first bad step, if a loss is NaN or Inf."""
+        values = jax.device_get(pending)
+        losses = np.array([v["loss"] for v in values], np.float64)
+        counts = np.array([v["count"] for v in values], np.float64)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            first = last - len(pending) + 1
+            saved = checkpoints.latest_epoch() if checkpoints is not None else None
+            kept = (f"last good checkpoint: epoch {saved + 1} in {checkpoints.directory}" if saved is not None
+                    else "no checkpoint was kept")
+            raise NonFiniteLoss(f"{self.name or 'training'}: loss became {losses[bad[0]]} at epoch {epoch + 1}, "
+                                f"step {first + bad[0]} (steps {first}-{last} checked together); stopped ({kept})")
+        return np.array([np.dot(losses, counts), sum(float(v["correct"]) for v in values), counts.sum()])
 
     def evaluate(self, loader: Loader) -> Evaluation:
         """Loss, accuracy and every prediction on `loader` (an eval loader: no sample dropped)."""
@@ -192,14 +224,16 @@ class Trainer:
         preds, labels, loss_sum, correct, count = [], [], 0.0, 0, 0
         start, steady_start, steady = time.perf_counter(), None, 0
         for batch in loader.epoch(0):
-            out = jax.device_get(self.eval_step(self.graphs.eval, self.state, parallel.place(batch, self.sharded)))
-            mask = batch["mask"]
+            placed = parallel.to_device(batch, self.sharded, loader.batch_size)
+            out = self.eval_step(self.graphs.eval, self.state, placed)
+            out = parallel.to_host(out | {"label": placed["label"], "mask": placed["mask"]})
+            mask = out["mask"]
             preds.append(out["pred"][mask])
-            labels.append(batch["label"][mask])
+            labels.append(out["label"][mask])
             loss_sum, correct, count = loss_sum + float(out["loss_sum"]), correct + int(out["correct"]), count + int(out["count"])
             if steady_start is None:
                 steady_start = time.perf_counter()
             else:
-                steady += int(mask.sum())
+                steady += int(mask.sum())  # the whole global batch
         rate = steady / (time.perf_counter() - steady_start) if steady else count / (time.perf_counter() - start)
         return Evaluation(loss_sum / count, correct / count, np.concatenate(preds), np.concatenate(labels), rate)
