@@ -1,9 +1,12 @@
 """The benchmarks (`experiments.bench`): what they record must be true, whatever the timings.
 
 A tiny real run of the framework comparison must show both frameworks computing the same logits from the same
-weights and taking the same training steps, with model FLOPs that match a hand count; bad model names end in one
-line; every bench's command line answers `--help` and the quick ones run end to end; the shared harness's clock,
-machine description and Markdown output do what the benches rely on.
+weights and taking the same training steps, with model FLOPs that match a hand count at the input size asked
+for, a torch.compile column that holds a rate or the reason compiling failed, and peak memory that is measured
+or null with a reason; bad model names and too small inputs end in one line; every bench's command line answers
+`--help` and the quick ones run end to end; the shared harness's clock, machine description, peak memory probe
+and Markdown output do what the benches rely on. torch.compile itself is stood in for (a cold Inductor compile
+of even the MLP takes ~30 s on the project's CPU).
 """
 
 from __future__ import annotations
@@ -15,12 +18,19 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from experiments.bench import conv, convert, frameworks, harness, train, twins
 from jaxdl import cli
 
 
-def test_framework_run_checks_the_twins_and_counts_flops(tmp_path):
+def test_framework_run_checks_the_twins_and_counts_flops(tmp_path, monkeypatch, capsys):
+    def broken(module):  # compiling fails at the first call, as Inductor does without a C++ compiler
+        def call(*args):
+            raise RuntimeError("no C++ compiler found\n(the rest of Inductor's message)")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
     out = tmp_path / "bench.json"
     frameworks.main(["--models", "mlp", "--rounds", "1", "--steps", "1", "--seconds", "0", "--out", str(out)])
     result = json.loads(out.read_text())
@@ -28,20 +38,69 @@ def test_framework_run_checks_the_twins_and_counts_flops(tmp_path):
     train_row, eval_row = mlp["train"], mlp["eval"]
     # the same function: float32 twins agree within 1e-4 of the largest logit (README)
     assert 0 < mlp["logit_scale"] and mlp["max_abs_logit_diff"] <= 1e-4 * mlp["logit_scale"]
-    # the same training: 2 warm-up + 1 timed SGD steps each on the same batch; one update more or less, or another
-    # momentum, decay or rate, moves the loss by ~1e-2 here
+    # the same training: 2 warm-up + 1 timed SGD steps (+ the memory probe's) each on the same batch; one update
+    # more or less, or another momentum, decay or rate, moves the loss by ~1e-2 here
     assert train_row["jax_loss"] == pytest.approx(train_row["torch_loss"], rel=1e-4)
     for row in (train_row, eval_row):
         assert np.isfinite(row["jax_img_s"]) and row["jax_img_s"] > 0 and row["torch_img_s"] > 0 and row["rounds"] == 1
+        assert 0 < row["gemm_frac"] and 0 < row["torch_gemm_frac"] and row["gemm_peak_gflops"] > 0
     # 3072-256-128-10: forward and weight gradients 820,480 multiply-adds each, input gradients of the two upper
     # layers (the first layer's input is data) 34,048; 2 FLOPs per multiply-add.
     forward = 2 * (3072 * 256 + 256 * 128 + 128 * 10)
-    assert train_row["train_flops"] == 2 * forward + 2 * (256 * 128 + 128 * 10)
+    assert train_row["train_flops"] == 2 * forward + 2 * (256 * 128 + 128 * 10) and eval_row["eval_flops"] == forward
     # XLA's count: one image's forward (matmuls plus the bias and ReLU elementwise work), tripled
     assert 3 * forward <= train_row["xla_train_flops"] <= 3 * forward * 1.01
-    assert result["gemm_peak_gflops"] > 0 and train_row["gemm_peak_gflops"] > 0
+    assert result["gemm_peak_gflops"] > 0 and result["image"] == "32x32x3" and result["torch_compile"] is True
     assert result["command"].startswith("python -m experiments.bench --models mlp")
     assert result["machine"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")
+    # torch.compile failed: its first line recorded, its figures null, n/a in the table, the bench went on
+    assert mlp["torch_compile_error"] == "RuntimeError: no C++ compiler found"
+    for key in ("torch_compile_img_s", "ratio_compile", "compile_gemm_frac"):
+        assert train_row[key] is None and eval_row[key] is None
+    assert train_row["torch_compile_loss"] is None and train_row["torch_compile_peak_mb"] is None
+    table = capsys.readouterr().out
+    assert "| mlp | train |" in table and "| n/a | n/a |" in table
+    assert "torch.compile failed for mlp (n/a above): RuntimeError: no C++ compiler found" in table
+
+
+def test_framework_run_at_another_image_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # a stand-in: the column's plumbing, not Inductor
+    monkeypatch.setattr(harness, "gemm_peak", lambda repeats=5: 100.0)  # GFLOP/s: the fractions are exact
+    out = tmp_path / "bench.json"
+    frameworks.main(["--models", "lenet5", "--image-size", "40", "--batch-size", "16", "--rounds", "1", "--steps",
+                     "1", "--seconds", "0", "--out", str(out)])
+    result = json.loads(out.read_text())
+    lenet = result["results"]["lenet5"]
+    train_row, eval_row = lenet["train"], lenet["eval"]
+    assert result["image"] == "40x40x3" and result["image_size"] == 40
+    assert lenet["max_abs_logit_diff"] <= 1e-4 * lenet["logit_scale"] and lenet["torch_compile_error"] is None
+    # LeNet-5 on 40x40: conv1 5x5x3 -> 36x36x6, pool 18, conv2 5x5x6 -> 14x14x16, pool 7, fc 784-120-84-10
+    convs = [36 * 36 * 6 * 75, 14 * 14 * 16 * 150]
+    dense = [7 * 7 * 16 * 120, 120 * 84, 84 * 10]
+    forward = 2 * (sum(convs) + sum(dense))
+    assert eval_row["eval_flops"] == forward  # 2.3 MFLOP; 1.3 at 32x32 (input gradients: all but conv1's)
+    assert train_row["train_flops"] == 2 * forward + 2 * (convs[1] + sum(dense))
+    # all three sides took the same steps, the stand-in compiled side after its compiling warm-up was undone
+    assert train_row["jax_loss"] == pytest.approx(train_row["torch_loss"], rel=1e-4)
+    assert train_row["torch_compile_loss"] == pytest.approx(train_row["torch_loss"], rel=1e-6)
+    for row, flops in ((train_row, train_row["train_flops"]), (eval_row, forward)):
+        assert row["torch_compile_img_s"] > 0 and row["ratio_compile"] == row["jax_img_s"] / row["torch_compile_img_s"]
+        assert row["compile_gemm_frac"] == pytest.approx(row["torch_compile_img_s"] * flops / 1e9 / 100.0)
+        assert row["gemm_frac"] == pytest.approx(row["jax_img_s"] * flops / 1e9 / 100.0)
+    peaks = [train_row[f"{side}_peak_mb"] for side in ("jax", "torch", "torch_compile")]
+    if train_row["peak_mb_error"] is None:
+        assert all(peak > 0 for peak in peaks)
+    else:
+        assert peaks == [None] * 3 and train_row["peak_mb_error"]
+    assert train_row["jax_xla_step_mb"] > 0
+    table = capsys.readouterr().out
+    assert "| model (40x40, batch 16) | mode |" in table and "| lenet5 | eval |" in table
+
+
+def test_too_small_image_is_one_line(capsys):
+    assert cli.run(frameworks.main, "python -m experiments.bench", ["--models", "mlp,alexnet", "--image-size", "32"]) == 2
+    assert capsys.readouterr().err == ("python -m experiments.bench: error: --image-size 32 is too small for alexnet: "
+                                       "it needs at least 63 px\n")
 
 
 def test_unknown_model_is_one_line(capsys):
@@ -119,6 +178,15 @@ def test_header_names_the_command_and_machine():
     m = head["machine"]
     assert m["cores"] == os.cpu_count() and m["jax"] and m["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert m["cpu"] in harness.describe(m) and harness.gemm_peak(repeats=1) > 0
+
+
+def test_step_peak_mb_sees_a_step_s_memory():
+    if harness.peak_rss_unavailable():
+        pytest.skip(harness.peak_rss_unavailable())
+    held = []
+    # 64 MB written (resident), freed at the end of the call: the peak sees it, although it is gone after
+    peak = harness.step_peak_mb(lambda: held.append(np.ones(8_000_000)) or held.clear(), steps=2)
+    assert 60 < peak < 100
 
 
 def test_markdown_table(capsys):

@@ -1,17 +1,21 @@
-"""What every benchmark here shares: its command line, its clock, the machine it ran on, the GEMM peak, its output.
+"""What every benchmark here shares: its command line, its clock, the machine it ran on, the GEMM peak, a step's
+peak memory, its output.
 
 A figure from a shared machine means something only next to the machine, the moment and the command that
 produced it, so every bench's JSON starts with `header(...)`, and every bench times with the same two clocks:
 `timed` (steady seconds per call, the device queue drained around them) and `measure` (one call: its value,
-wall and CPU seconds).
+wall and CPU seconds). `step_peak_mb` measures memory the one way that works for both frameworks on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import datetime
 import functools
+import gc
 import importlib.metadata
 import json
 import os
@@ -169,6 +173,78 @@ def gemm_peak(device: jax.Device | None = None, repeats: int = 5) -> float:
     matmul, a = _matmul(device or jax.devices()[0])
     n = a.shape[0]
     return max(2 * n**3 / timed(lambda: matmul(a).block_until_ready(), steps=5) / 1e9 for _ in range(repeats))
+
+
+# ------------------------------------------------------------------------------------------- peak memory
+
+CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
+
+
+def _status_kib() -> dict[str, int]:
+    """VmHWM (the resident set's high-water mark) and VmRSS of this process, in KiB."""
+    fields = {}
+    for line in STATUS.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def _reset_peak() -> None:
+    CLEAR_REFS.write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None (another C library)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+@functools.cache
+def peak_rss_unavailable() -> str | None:
+    """Why `step_peak_mb` cannot measure on this machine (one line), or None when it can."""
+    if sys.platform != "linux":
+        return f"no /proc/self/clear_refs on {sys.platform}: the peak resident memory cannot be reset"
+    try:
+        _reset_peak()
+        fields = _status_kib()
+    except OSError as e:
+        return f"cannot reset the peak resident memory ({CLEAR_REFS}: {e.strerror or e})"
+    if set(fields) != {"VmHWM", "VmRSS"}:
+        return f"{STATUS} has no VmHWM/VmRSS"
+    return None
+
+
+def step_peak_mb(run: Callable[[], object], sync: Callable[[], object] = _nothing, steps: int = 2) -> float:
+    """MB (10^6 bytes) by which `steps` synced calls of `run` raise this process's resident memory at their peak
+    above what it held just before: a step's working memory (activations, gradients, workspaces), beyond what
+    stays resident (weights, optimizer state, the batch, anything else the process holds). Call it after the
+    warm-up, and only where `peak_rss_unavailable()` is None.
+
+    Why the OS's count: PyTorch on a CPU keeps no allocator statistics (`torch.cuda.max_memory_allocated` is
+    CUDA's only) and XLA:CPU neither (`jax.Device.memory_stats()` is None), so the one measure that sees both
+    frameworks alike is the resident set's high-water mark, VmHWM in /proc/self/status, which Linux resets to
+    the current resident size when "5" is written to /proc/self/clear_refs. Both frameworks' CPU buffers come
+    from malloc; glibc keeps freed memory for reuse, so `malloc_trim(0)` returns it to the OS first: otherwise a
+    step reusing the previous step's freed buffers would read as needing nothing. Threads' stacks, the
+    allocator's rounding and other threads of the process count too: the figure is a resident-memory cost, to
+    within a few MB.
+    """
+    sync()
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    before = _status_kib()["VmRSS"]
+    _reset_peak()
+    for _ in range(steps):
+        run()
+        sync()
+    return (_status_kib()["VmHWM"] - before) * 1024 / 1e6
 
 
 # ----------------------------------------------------------------------------------------------- output

@@ -1,4 +1,5 @@
-"""The models the benches compare: a zoo architecture on 32x32x3 images and its PyTorch twin with the same weights.
+"""The models the benches compare: a zoo architecture on `IMAGE` (32x32x3) inputs or another size, and its PyTorch
+twin with the same weights.
 
 A speed comparison means something only if both sides compute the same function: `same_function` is the check
 a bench runs before it times anything.
@@ -18,15 +19,16 @@ from convert.twins import torch_model
 from jaxdl import models
 from jaxdl.models import DEFAULT, ConvPolicy
 
-IMAGE = (32, 32, 3)
+IMAGE = (32, 32, 3)  # the benches' default input (height, width, channels)
 NUM_CLASSES = 10
 LOGIT_RTOL = 1e-3  # of the largest logit; float32 twins agree within 1e-4 of it (tests/test_equivalence.py)
 
 
-def create(arch: str, seed: int = 0, conv: ConvPolicy = DEFAULT) -> nnx.Module:
-    """`arch` with 10 classes for `IMAGE` inputs: the small models are told the input size (their dense layers
-    depend on it), torchvision's adapt to any."""
-    options = {"in_channels": IMAGE[2], "image_size": IMAGE[0]} if "image_size" in models.architecture(arch).options else {}
+def create(arch: str, seed: int = 0, conv: ConvPolicy = DEFAULT, image: tuple[int, int, int] = IMAGE) -> nnx.Module:
+    """`arch` with 10 classes for square `image` inputs (height, width, channels): the small models are told the
+    input size (their dense layers depend on it), torchvision's adapt to any at least
+    `models.architecture(arch).min_input_size` (which the small models check themselves)."""
+    options = {"in_channels": image[2], "image_size": image[0]} if "image_size" in models.architecture(arch).options else {}
     return models.create(arch, NUM_CLASSES, conv=conv, rngs=nnx.Rngs(seed), **options)
 
 
