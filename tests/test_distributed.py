@@ -36,11 +36,9 @@ def free_port() -> int:
 
 
 def start(out: Path, *extra: str, processes: int = 2) -> list[subprocess.Popen]:
-    """The finetune CLI as `processes` processes (or one plain process), each with one CPU device."""
+    """The finetune CLI as `processes` processes, each with one CPU device."""
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     base = [sys.executable, "-m", "experiments.finetune", *RUN, "--out", str(out), *extra]
-    if processes == 1:
-        return [subprocess.Popen(base, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     port = free_port()
     return [subprocess.Popen([*base, "--coordinator", f"localhost:{port}", "--num-processes", str(processes),
                               "--process-id", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -63,7 +61,8 @@ def numbers(r: dict) -> list[tuple]:
 
 def test_two_processes_train_as_one_and_resume_exactly(tmp_path: Path):
     one, two = tmp_path / "one", tmp_path / "two"
-    runs = start(one, processes=1) + start(two)
+    runs = start(two)
+    assert main([*RUN, "--out", str(one)]) == 0  # the single-process reference, here while the two run
     finish(runs)
     single, double = result(one), result(two)
     assert double["history"][0]["train_loss"] == pytest.approx(single["history"][0]["train_loss"], rel=1e-5)

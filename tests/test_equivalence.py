@@ -19,9 +19,9 @@ logits and ~4e-3 in VGG-16-BN's first-layer gradient -- the conditioning of the 
 between the models, which in float64 agree to 2e-8 or better (ResNet-152's parameters after 3 steps).
 
 Budget. Every architecture runs the eval checks at 32x32. The float64 training checks (one optimizer step)
-run on one model per family of identical layers (AlexNet, VGG-11 and VGG-11-BN, ResNet-18 for basic blocks,
-ResNet-50 for bottlenecks); the deeper members (VGG-13/16/19, ResNet-34/101/152) repeat exactly those layers,
-pools and paddings, so their training checks would add no coverage. The family heads also run 3 steps
+run on one model per family of identical layers (AlexNet, VGG-11-BN, ResNet-18 for basic blocks, ResNet-50 for
+bottlenecks); the other members (VGG-11 without its BatchNorms, VGG-13/16/19, ResNet-34/101/152) repeat exactly
+those layers, pools and paddings, so their training checks would add no coverage. The family heads also run 3 steps
 (momentum accumulating) and a second, non-square odd size, where padding and pooling mistakes show (eval logits,
 train-mode logits and BatchNorm statistics; the gradient of a function that agrees is autodiff's business,
 checked at the first size).
@@ -51,7 +51,9 @@ TOL64 = 1e-6  # float64 agreement; float32's would measure rounding amplificatio
 CONFIG = TrainConfig(epochs=1, batch_size=BATCH, optimizer="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
                      schedule="constant")
 
-FAMILY_HEADS = {"alexnet", "vgg11", "vgg11_bn", "resnet18", "resnet50"}  # one per family of identical layers
+# One per family of identical layers. VGG-11 is VGG-11-BN without its BatchNorms: the BN model's training check
+# covers its convolutions, pools, paddings and classifier, and AlexNet's training without BatchNorm.
+FAMILY_HEADS = {"alexnet", "vgg11_bn", "resnet18", "resnet50"}
 # Deeper members repeat their family's smallest member's layers, pools and paddings: float32 eval checks only.
 EVAL_ONLY = set(TORCHVISION) - FAMILY_HEADS
 
