@@ -113,7 +113,8 @@ def test_unknown_model_is_one_line(capsys):
 @pytest.mark.filterwarnings("ignore:'experiments.bench:RuntimeWarning")  # runpy: the module is imported already
 @pytest.mark.parametrize("module", ["experiments.bench", "experiments.bench.conv", "experiments.bench.convert",
                                     "experiments.bench.hessian", "experiments.bench.search",
-                                    "experiments.bench.train"])
+                                    "experiments.bench.train", "experiments.bench.sizes", "experiments.bench.profile",
+                                    "experiments.bench.host"])
 def test_every_bench_answers_help_as_run(module, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [module, "--help"])
     with pytest.raises(SystemExit) as exit_:
@@ -193,3 +194,20 @@ def test_markdown_table(capsys):
     harness.print_header("model", "img/s")
     harness.print_row("mlp", 123)
     assert capsys.readouterr().out == "| model | img/s |\n|---|---|\n| mlp | 123 |\n"
+
+
+def test_host_bench_runs_the_loop_and_the_bare_step(tmp_path):
+    from experiments.bench import host
+
+    out = tmp_path / "host.json"
+    host.main(["--steps", "20", "--epochs", "2", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert all(result[k] > 0 for k in ("fit_steps_s", "bare_steps_s", "read_each_steps_s"))
+
+
+def test_sizes_grid_is_checked_in_one_line(capsys):
+    from experiments.bench import sizes
+
+    assert cli.run(sizes.main, "python -m experiments.bench.sizes", ["--grid", "alexnet@32:8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "alexnet needs at least 63 px" in err

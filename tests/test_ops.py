@@ -180,3 +180,12 @@ def test_canonical_conv_gives_xlas_own_bits_at_top_level(size, kernel, stride, p
     want = results(lambda x, w, s, p: jax.lax.conv_general_dilated(x, w, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     for a, b in zip(jax.tree.leaves(results(conv)), jax.tree.leaves(want)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_convolutions_are_one_gemm_at_any_map_size(stride):
+    """ResNet-50's 1x1 bottleneck and downsample convolutions: a GEMM over the (strided) input itself."""
+    x, w, pads = (1, 56, 56, 64), (1, 1, 64, 256), ((0, 0), (0, 0))
+    assert ops.DEFAULT.form(x, w, (stride, stride), pads) == "gemm"
+    assert ops.ConvPolicy(gemm_pointwise=False).form(x, w, (stride, stride), pads) == "canonical"
+    assert ops.DEFAULT.form(x, w, (stride, stride), ((1, 1), (1, 1))) == "canonical"  # padded: not pointwise

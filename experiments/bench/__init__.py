@@ -1,6 +1,9 @@
 """Benchmarks, each a command whose output BENCHMARKS.md quotes with it:
 
     python -m experiments.bench            # training and eval throughput, jaxdl vs PyTorch (`make bench`)
+    python -m experiments.bench.sizes      # the same over a grid of models x input sizes, one table
+    python -m experiments.bench.profile    # where a step's time goes, per operation, in both frameworks
+    python -m experiments.bench.host       # the training loop's host overhead (steps/s of a tiny model)
     python -m experiments.bench.conv       # the CPU convolution forms of jaxdl.models.ConvPolicy, per layer
     python -m experiments.bench.convert    # torchvision <-> jaxdl conversion time
     python -m experiments.bench.hessian    # jaxdl.hessian vs PyHessian

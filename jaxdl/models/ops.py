@@ -48,6 +48,9 @@ class ConvPolicy:
         accelerator path, runnable and testable on a CPU, and the reference for counting a model's FLOPs).
     gemm_max_output: output maps at most this large (height and width) run as patches + one GEMM; XLA:CPU's
         convolution is 30-45x slower there (BENCHMARKS.md).
+    gemm_pointwise: 1x1 convolutions without padding (ResNet-50's bottlenecks and downsamples) run as one GEMM
+        over the (strided) input itself, no patches to build; their weight gradient is then a GEMM too, where
+        XLA:CPU's convolution would first transpose the activations (BENCHMARKS.md, CPU speed across sizes).
     space_to_depth_max_out_channels, space_to_depth_block: stride-1 convolutions with at most this many
         output channels run on block x block pixel blocks folded into channels (LeNet-5; 0 turns it off).
     The other CPU convolutions go through `conv.conv`, XLA's own program at the top level whose derivatives
@@ -56,6 +59,7 @@ class ConvPolicy:
 
     backend: Literal["auto", "cpu", "xla"] = "auto"
     gemm_max_output: int = 2
+    gemm_pointwise: bool = True
     space_to_depth_max_out_channels: int = 16
     space_to_depth_block: int = 2
 
@@ -67,6 +71,8 @@ class ConvPolicy:
             return "xla"
         out = [(x_shape[1 + a] + sum(padding[a]) - w_shape[a]) // strides[a] + 1 for a in range(2)]
         if max(out) <= self.gemm_max_output:
+            return "gemm"
+        if self.gemm_pointwise and tuple(w_shape[:2]) == (1, 1) and all(tuple(p) == (0, 0) for p in padding):
             return "gemm"
         if (self.space_to_depth_block and tuple(strides) == (1, 1)
                 and w_shape[3] <= self.space_to_depth_max_out_channels):
