@@ -211,3 +211,14 @@ def test_sizes_grid_is_checked_in_one_line(capsys):
     assert cli.run(sizes.main, "python -m experiments.bench.sizes", ["--grid", "alexnet@32:8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "alexnet needs at least 63 px" in err
+
+
+@pytest.mark.parametrize("module, flag", [("host", "--json"), ("profile", "--json"), ("sizes", "--out"),
+                                          ("frameworks", "--out")])
+def test_an_unwritable_output_is_refused_before_measuring(module, flag, tmp_path, capsys):
+    import importlib
+
+    bench = importlib.import_module(f"experiments.bench.{module}")
+    assert cli.run(bench.main, module, [flag, str(tmp_path / "missing" / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a writable directory" in err, err

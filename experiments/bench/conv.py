@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     p = harness.parser(MODULE, __doc__)
     p.add_argument("--layers", default=",".join(LAYERS))
     p.add_argument("--seconds", type=cli.natural_float, default=20.0, help=f"per layer: rounds (at least {MIN_ROUNDS}) for this long")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     for layer in args.layers.split(","):
         if layer not in LAYERS:

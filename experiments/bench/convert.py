@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p = harness.parser(MODULE, __doc__)
     p.add_argument("--arch", default=",".join(TORCHVISION))
     p.add_argument("--repeats", type=cli.positive_int, default=3)
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     for arch in args.arch.split(","):
         if arch not in TORCHVISION:

@@ -295,7 +295,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="also time torch.compile'd PyTorch (default; a failure to compile is recorded, not fatal)")
     p.add_argument("--space-to-depth-block", type=cli.natural_int, default=DEFAULT.space_to_depth_block,
                    help="CPU: pixel block of jaxdl's space-to-depth convolutions (LeNet-5's layers); 0: XLA's")
-    p.add_argument("--out", default="bench.json")
+    p.add_argument("--out", type=harness.output_file, default="bench.json")
     args = p.parse_args(argv)
     for arch in args.models.split(","):
         try:

@@ -250,6 +250,17 @@ def step_peak_mb(run: Callable[[], object], sync: Callable[[], object] = _nothin
 # ----------------------------------------------------------------------------------------------- output
 
 
+def output_file(text: str) -> str:
+    """An argparse type: a file the results can be written to, checked before minutes of measuring (its
+    directory must exist and be writable; the file itself is replaced)."""
+    parent = Path(text).absolute().parent
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name a file")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is not a writable directory")
+    return text
+
+
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eig-rtol", type=cli.positive_float, default=0.02)
     p.add_argument("--seed", type=cli.natural_int, default=0)
     p.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), help="torch intra-op threads")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     if args.chunk is not None and args.probes % args.chunk:
         p.error(f"--chunk {args.chunk} does not divide --probes {args.probes}: choose a divisor, e.g. 1")

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=cli.positive_int, default=32)
     p.add_argument("--steps", type=cli.positive_int, default=300, help="steps per epoch")
     p.add_argument("--epochs", type=cli.positive_int, default=3)
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     loader = Batches(args.steps, args.batch_size)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=0.01, schedule="constant")

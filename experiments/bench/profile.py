@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", choices=("train", "eval"), default="train")
     p.add_argument("--steps", type=cli.positive_int, default=3)
     p.add_argument("--top", type=cli.positive_int, default=15)
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     image = (args.image_size, args.image_size, 3)
     model = twins.create(args.arch, image=image)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=cli.positive_int, default=1)
     p.add_argument("--units", type=harness.positive_ints, default="32,64,128", help="the grid's widths: hidden layers (2*units, units)")
     p.add_argument("--activations", default="relu,tanh,sigmoid", help=f"the grid's, of {', '.join(SKLEARN_ACTIVATIONS)}")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     activations = args.activations.split(",")
     if unknown := sorted(set(activations) - set(SKLEARN_ACTIVATIONS)):

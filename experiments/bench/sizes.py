@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false")
-    p.add_argument("--out", default="bench-sizes.json")
+    p.add_argument("--out", type=harness.output_file, default="bench-sizes.json")
     args = p.parse_args(argv)
     header = harness.header(MODULE, argv) | {"gemm_peak_gflops": harness.gemm_peak()}
     print(json.dumps(header))

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=cli.positive_int, default=1024, help="training images per epoch")
     p.add_argument("--batch-size", type=cli.positive_int, default=128)
     p.add_argument("--epochs", type=cli.positive_int, default=2)
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--json", type=harness.output_file, help="also write the results here")
     args = p.parse_args(argv)
     ds = load("synthetic", "train", n=args.n)
     mean, std = dataset_mean_std(ds)

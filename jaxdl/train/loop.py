@@ -223,17 +223,18 @@ class Trainer:
         parallel.check_batch_size(loader.batch_size, self.mesh)
         preds, labels, loss_sum, correct, count = [], [], 0.0, 0, 0
         start, steady_start, steady = time.perf_counter(), None, 0
-        for batch in loader.epoch(0):
-            placed = parallel.to_device(batch, self.sharded, loader.batch_size)
-            out = self.eval_step(self.graphs.eval, self.state, placed)
-            out = parallel.to_host(out | {"label": placed["label"], "mask": placed["mask"]})
-            mask = out["mask"]
-            preds.append(out["pred"][mask])
-            labels.append(out["label"][mask])
-            loss_sum, correct, count = loss_sum + float(out["loss_sum"]), correct + int(out["correct"]), count + int(out["count"])
-            if steady_start is None:
-                steady_start = time.perf_counter()
-            else:
-                steady += int(mask.sum())  # the whole global batch
+        batches = parallel.prefetch(loader.epoch(0), lambda b: parallel.to_device(b, self.sharded, loader.batch_size))
+        with contextlib.closing(batches):
+            for placed in batches:  # the next batch travels to the device while this one is evaluated
+                out = self.eval_step(self.graphs.eval, self.state, placed)
+                out = parallel.to_host(out | {"label": placed["label"], "mask": placed["mask"]})
+                mask = out["mask"]
+                preds.append(out["pred"][mask])
+                labels.append(out["label"][mask])
+                loss_sum, correct, count = loss_sum + float(out["loss_sum"]), correct + int(out["correct"]), count + int(out["count"])
+                if steady_start is None:
+                    steady_start = time.perf_counter()
+                else:
+                    steady += int(mask.sum())  # the whole global batch
         rate = steady / (time.perf_counter() - steady_start) if steady else count / (time.perf_counter() - start)
         return Evaluation(loss_sum / count, correct / count, np.concatenate(preds), np.concatenate(labels), rate)
