@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -79,15 +80,22 @@ def run_jax(model: nnx.Module, x: np.ndarray, y: np.ndarray, power_iters: int, p
 
 def run_pyhessian(twin: torch.nn.Module, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int,
                   seed: int) -> dict:
+    """PyHessian's top eigenvalue and Hutchinson trace on the twin's device (the CPU here, a GPU in
+    `experiments.gpu_check`), timed twice (a first and a steady run, each building its graph in the clock)."""
     torch.manual_seed(seed)
     inputs = twins.torch_images(x).contiguous()
     targets = torch.from_numpy(y.astype(np.int64))
+    cuda = next(twin.parameters()).is_cuda
 
     def estimates() -> tuple[float, list[float]]:
-        h = pyhessian(twin, torch.nn.CrossEntropyLoss(), data=(inputs, targets), cuda=False)
-        eig, _ = h.eigenvalues(maxIter=power_iters, tol=0.0)  # tol=0: exactly maxIter HVPs
-        samples = h.trace(maxIter=probes, tol=0.0)
+        with warnings.catch_warnings():  # PyHessian's backward(create_graph=True): zero_grad below breaks the cycle
+            warnings.filterwarnings("ignore", r"Using backward\(\) with create_graph=True", UserWarning)
+            h = pyhessian(twin, torch.nn.CrossEntropyLoss(), data=(inputs, targets), cuda=cuda)
+            eig, _ = h.eigenvalues(maxIter=power_iters, tol=0.0)  # tol=0: exactly maxIter HVPs
+            samples = h.trace(maxIter=probes, tol=0.0)
         twin.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         return float(eig[0]), samples
 
     first, steady = (harness.measure(estimates) for _ in range(2))

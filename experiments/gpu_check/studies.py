@@ -8,9 +8,8 @@ Each reuses the CPU program it measures (`experiments.svhn`'s main, `experiments
   generated digits and random weights, each said with one warning).
 - Hessian: the bench's model (`briefly_trained`: 1 epoch of Adam on the digits) and its jaxdl estimates
   (`run_jax`: power iteration and Hutchinson, the probes vmapped all at once, `chunk=probes`) against PyHessian
-  on the same device. The bench's own `run_pyhessian` runs PyHessian on the CPU (`cuda=False`), so its two lines
-  are repeated here with the device; both sides in float32 with TF32 off. Skipped, with the reason, when
-  pyhessian is not importable (the GPU machine gets it as a carried wheel, `make gpu-wheels`).
+  on the same device (`run_pyhessian` runs on the twin's); both sides in float32 with TF32 off. Skipped, with
+  the reason, when pyhessian is not importable (the GPU machine gets it as a carried wheel, `make gpu-wheels`).
 - Grid search: the bench's `run_jaxdl` vmapped and sequential on the seeds' grid (the digits, 3 folds + refit);
   the bench's scikit-learn run is left out (385 s on the project's CPU: it would take the check's whole budget).
 """
@@ -21,7 +20,6 @@ import importlib.util
 import json
 import time
 import types
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,33 +57,6 @@ def svhn(out: Path, argv: list[str]) -> dict[str, Any]:
             "results": results, "metrics_file": str(out / "metrics.json")}
 
 
-def run_pyhessian(twin: torch.nn.Module, x: np.ndarray, y: np.ndarray, power_iters: int, probes: int,
-                  seed: int) -> dict[str, Any]:
-    """`experiments.bench.hessian.run_pyhessian` on the twin's device: the same calls, timed the same way (a
-    first and a steady run, each building PyHessian's graph in the clock), with the device drained at the end."""
-    from pyhessian import hessian as pyhessian
-
-    torch.manual_seed(seed)
-    inputs, targets = twins.torch_images(x).contiguous(), torch.from_numpy(y.astype(np.int64))
-    cuda = next(twin.parameters()).is_cuda
-
-    def estimates() -> tuple[float, list[float]]:
-        with warnings.catch_warnings():  # PyHessian's backward(create_graph=True): zero_grad below breaks the cycle
-            warnings.filterwarnings("ignore", r"Using backward\(\) with create_graph=True", UserWarning)
-            h = pyhessian(twin, torch.nn.CrossEntropyLoss(), data=(inputs, targets), cuda=cuda)
-            eig, _ = h.eigenvalues(maxIter=power_iters, tol=0.0)  # tol=0: exactly maxIter HVPs
-            samples = h.trace(maxIter=probes, tol=0.0)
-        twin.zero_grad(set_to_none=True)
-        device.torch_sync()
-        return float(eig[0]), samples
-
-    first, steady = (harness.measure(estimates) for _ in range(2))
-    eig, samples = steady.value
-    return {"top_eigenvalue": eig, "trace": float(np.mean(samples)),
-            "trace_stderr": float(np.std(samples, ddof=1) / np.sqrt(len(samples))), "num_probes": len(samples),
-            "seconds_first": first.wall_s, "seconds": steady.wall_s}
-
-
 def hessian(arch: str, images: int, epochs: int, power_iters: int, probes: int, seed: int = 0) -> dict[str, Any]:
     """Top eigenvalue and trace of `arch`'s loss Hessian on `images` digits, jaxdl (probes vmapped) against
     PyHessian: values, agreement (the bench's limits), times."""
@@ -104,7 +75,7 @@ def hessian(arch: str, images: int, epochs: int, power_iters: int, probes: int, 
             theirs = twin(twins.torch_images(x[:8]).contiguous().to(device.torch_device())).cpu().numpy()
         same = twins.same_logits(arch, pairs.model_logits(model, x[:8]), theirs)
         jx = bench.run_jax(model, x, y, power_iters, probes, probes, seed)  # chunk = probes: one vmap of all
-        pt = run_pyhessian(twin, x, y, power_iters, probes, seed)
+        pt = bench.run_pyhessian(twin, x, y, power_iters, probes, seed)
     eig_rel = abs(jx["top_eigenvalue"] - pt["top_eigenvalue"]) / abs(pt["top_eigenvalue"])
     trace_z = abs(jx["trace"] - pt["trace"]) / float(np.hypot(jx["trace_stderr"], pt["trace_stderr"]))
     return same | {
