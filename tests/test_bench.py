@@ -222,3 +222,17 @@ def test_an_unwritable_output_is_refused_before_measuring(module, flag, tmp_path
     assert cli.run(bench.main, module, [flag, str(tmp_path / "missing" / "out.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a writable directory" in err, err
+
+
+def test_profile_grid_sums_each_cell_by_kind(tmp_path, capsys):
+    from experiments.bench import profile
+
+    out = tmp_path / "profile.json"
+    profile.main(["--grid", "mlp@32:8", "--steps", "1", "--json", str(out)])
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert (cell["arch"], cell["image_size"], cell["batch_size"]) == ("mlp", 32, 8)
+    for row in cell["modes"].values():  # both modes, every op under one kind, the matmuls found in both frameworks
+        assert row["jax_kinds_ms"]["matmul"] > 0 and row["torch_kinds_ms"]["matmul"] > 0
+        for side in ("jax", "torch"):
+            assert sum(row[f"{side}_kinds_ms"].values()) == pytest.approx(sum(row[f"{side}_ops_ms"].values()))
+    assert set(cell["modes"]) == {"train", "eval"} and "| mlp | 32 | 8 | eval |" in capsys.readouterr().out

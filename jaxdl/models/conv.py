@@ -88,9 +88,22 @@ def _transpose_rhs(g: Array, x: Array, w, *, strides, padding, lhs_dilation, rhs
         after = (_dilated(g.shape[1 + a], strides[a]) - _dilated(x.shape[1 + a], lhs_dilation[a])
                  + _dilated(w.aval.shape[a], rhs_dilation[a]) - padding[a][0] - 1)
         pads.append((padding[a][0], after))
-    out = conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)).astype(x.dtype),
+    out = conv(jnp.transpose(_materialized(x), (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)).astype(x.dtype),
                rhs_dilation, pads, lhs_dilation, strides, precision)
     return jnp.transpose(out, (1, 2, 0, 3)).astype(w.aval.dtype)
+
+
+def _materialized(x: Array) -> Array:
+    """x, read from memory where XLA would recompute it: an identity that XLA keeps as a fusion boundary.
+
+    The weight gradient transposes its input to (C, H, W, N). XLA:CPU fuses that input's producers (BatchNorm,
+    residual, ReLU) into the transposed copy and recomputes them there, reading several arrays in transposed,
+    cache-hostile order: on ResNet-18 at 224 px, 3-4x the time of transposing the stored input (BENCHMARKS.md,
+    CPU speed across sizes). A conditional's operand is always materialized. Both branches return x (the second
+    as x * 1.0, exact for every float, so that XLA does not fold two identical branches away): the value is x
+    whatever the predicate, and its derivative is the identity.
+    """
+    return lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda v: v, lambda v: v * 1, x)
 
 
 def _batch(args: tuple[Array, Array], dims: tuple, **params) -> tuple[Array, int]:
