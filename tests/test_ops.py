@@ -165,7 +165,7 @@ def test_conv_derivatives_inside_loops_are_canonical_convolutions():
 
 @pytest.mark.parametrize("size,kernel,stride,pad", CONV_CASES[:3])
 def test_canonical_conv_gives_xlas_own_bits_at_top_level(size, kernel, stride, pad):
-    """Outside loops XLA canonicalises autodiff's convolutions itself: the primitive must change nothing there,
+    """Outside loops XLA canonicalises autodiff's convolutions itself: the primitive must change no value there,
     so training numerics are XLA's: float32 values and gradients bit for bit."""
     from jaxdl.models.conv import conv
 
@@ -180,6 +180,24 @@ def test_canonical_conv_gives_xlas_own_bits_at_top_level(size, kernel, stride, p
     want = results(lambda x, w, s, p: jax.lax.conv_general_dilated(x, w, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     for a, b in zip(jax.tree.leaves(results(conv)), jax.tree.leaves(want)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not conv_module.PRIMITIVE, reason="this JAX lacks the extension APIs: conv is plain lax (tests/test_jax_compat.py)")
+def test_weight_gradient_transposes_the_stored_input_not_its_producers():
+    """The weight gradient's (C, H, W, N) copy of the input must read the input as stored: XLA:CPU would
+    otherwise fuse the ReLU (and BatchNorm, residual) that made it into the copy and recompute them in
+    transposed order, 3-4x slower (BENCHMARKS.md, CPU speed across sizes)."""
+    rng = np.random.default_rng(0)
+    z, r = (jnp.asarray(rng.normal(size=(4, 9, 9, 8)), jnp.float32) for _ in range(2))
+    w = jnp.asarray(rng.normal(size=(3, 3, 8, 32)), jnp.float32)  # 32 outputs: the canonical form
+
+    def loss(w, z, r):
+        return jnp.sum(ops.DEFAULT(jax.nn.relu(z * 1.5 + r), w, (1, 1), ((1, 1), (1, 1))) ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(w, z, r).compile().as_text()
+    computations = hlo.split("\n\n")
+    transposed = [c for c in computations if "f32[8,9,9,4]" in c.split("ROOT", 1)[-1].split("\n")[0]]
+    assert transposed and not any("maximum(" in c for c in transposed), transposed
 
 
 @pytest.mark.parametrize("stride", [1, 2])

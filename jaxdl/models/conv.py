@@ -7,8 +7,9 @@ of a program layout assignment rewrites them with transposes, but inside a `whil
 `fori_loop`) it does not, and XLA falls back to a naive loop nest (jax-ml/jax#12868).  Measured on the
 2-core CPU: input gradients 7-14x and weight gradients 100-400x slower in a loop; a rolled Lanczos over the
 course CNN ran 40x slower than unrolled.  Hessian tools run their products inside loops, so this primitive
-states both transposes in canonical form, with the operand transposes written out.  At the top level XLA
-compiles the same program either way (equal bits, equal speed), so training is unaffected.
+states both transposes in canonical form, with the operand transposes written out.  At the top level the
+values are XLA's own, bit for bit; what differs there is speed: the weight gradient transposes the stored
+input, where XLA would recompute the input's producers in transposed order (`_materialized`).
 
 Defining a primitive takes JAX's extension APIs (`jax.extend.core.Primitive`, `jax.core.ShapedArray`,
 `jax.interpreters.ad.defbilinear`, `batching.primitive_batchers`, `mlir.register_lowering`/`lower_fun`),
