@@ -12,13 +12,13 @@ training step (SGD momentum, weight decay, cross-entropy; jaxdl's own jitted, do
 eval forward pass. Before anything is timed, the weights the Trainer holds and the PyTorch module to be timed
 compute the bench batch's eval logits (float32, on the CPU), and the bench stops if they differ by more than
 1e-3 of the largest (`max_abs_logit_diff`, `logit_scale` in the JSON). The frameworks alternate, round by round,
-so drifts of a shared machine hit both; each figure is the median over rounds of `steps` back-to-back steps,
-after a warm-up (compilation) that is not timed. There are at least `rounds` rounds, and more (up to 100) until
-each framework's seconds per step, summed over its rounds, reach `seconds`: a small model's round lasts 0.1 s,
-and bursts of contention on a shared host last longer, so a few rounds would sample one burst. All sides take
-the same number of steps on the same batch, so their last training losses (`jax_loss`, `torch_loss`,
-`torch_compile_loss`) agree while they train the same way. `ratio` is jaxdl / PyTorch throughput (> 1: jaxdl is
-faster), from the medians; `ratio_best` from each framework's fastest round (the least disturbed).
+so drifts of a shared machine hit both; each figure is the median over rounds of back-to-back steps (`steps`,
+or as many as make the fastest side's round last ROUND_S = 0.25 s: a framework's first steps after the other's
+round run slower), after a warm-up (compilation) that is not timed. There are at least `rounds` rounds, and more
+(up to 100) until each framework has been timed `seconds` in all: bursts of contention on a shared host last
+longer than a round, so a few rounds would sample one burst. All sides take the same number of steps on the
+same batch, so their last training losses (`jax_loss`, `torch_loss`, `torch_compile_loss`) agree while they
+train the same way. `ratio` is jaxdl / PyTorch throughput (> 1: jaxdl is faster), from the medians; `ratio_best` from each framework's fastest round (the least disturbed).
 
 torch.compile (default; `--no-torch-compile` skips it): a third side, the twin under `torch.compile`, compiled
 before anything is timed in both modes (training and inference each compile at their first call; the weights
@@ -58,6 +58,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import statistics
 import time
 from typing import Protocol
@@ -81,6 +82,10 @@ SIDES = ("jax", "torch", "torch_compile")
 MAX_ROUNDS = 100
 PEAK_EVERY_S = 2.0  # re-measure the GEMM peak between rounds at most this often (each takes ~0.5 s on CPU)
 WARMUP_STEPS = 2  # compilation, autotuning, allocator growth
+# A round lasts at least this long. After the other framework's round, steps start slow and speed up: XLA:CPU's
+# over ~20 steps of the MLP's 1.4 ms eval step (~50 ms), PyTorch's within 2. Rounds of a few short steps would
+# time that ramp, not the steady state of a training loop; longer steps keep `--steps` per round.
+ROUND_S = 0.25
 MEMORY_STEPS = 2  # training steps under the peak-memory probe
 
 
@@ -201,18 +206,21 @@ def compiled_side(model: nnx.Module, config: TrainConfig, x: np.ndarray, y: np.n
 
 
 def time_rounds(sides: dict[str, Side], mode: str, args: argparse.Namespace) -> tuple[dict[str, list[float]], list[float]]:
-    """Seconds per step of every round, per side, interleaved; and the GEMM peaks measured between the rounds."""
+    """Seconds per step of every round, per side, interleaved; and the GEMM peaks measured between the rounds.
+    A round is `args.steps` steps, or as many as make the fastest side's round last ROUND_S seconds."""
+    steps = args.steps  # the same for every side: they take the same steps (and so reach the same loss)
     for side in sides.values():
         for _ in range(WARMUP_STEPS):
             getattr(side, mode)()
         side.sync()
+        steps = max(steps, math.ceil(ROUND_S / harness.timed(getattr(side, mode), side.sync, args.steps)))
     times: dict[str, list[float]] = {name: [] for name in sides}
     peaks, last_peak = [], -float("inf")
     for round_ in range(MAX_ROUNDS):
-        if round_ >= args.rounds and min(sum(t) for t in times.values()) >= args.seconds:
+        if round_ >= args.rounds and min(sum(t) for t in times.values()) * steps >= args.seconds:
             break
         for name, side in sides.items():
-            times[name].append(harness.timed(getattr(side, mode), side.sync, args.steps))
+            times[name].append(harness.timed(getattr(side, mode), side.sync, steps))
         if time.perf_counter() - last_peak > PEAK_EVERY_S:
             peaks.append(harness.gemm_peak(repeats=1))
             last_peak = time.perf_counter()
@@ -288,8 +296,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=cli.positive_int, default=5)
     p.add_argument("--steps", type=cli.positive_int, default=5)
     p.add_argument("--seconds", type=cli.natural_float, default=10.0,
-                   help="after --rounds, add rounds until each framework's seconds per step, summed over its "
-                        f"rounds, reach this (at most {MAX_ROUNDS} rounds)")
+                   help="after --rounds, add rounds until each framework has been timed this many seconds in all "
+                        f"(at most {MAX_ROUNDS} rounds)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 compute in all frameworks")
     p.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time torch.compile'd PyTorch (default; a failure to compile is recorded, not fatal)")
