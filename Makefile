@@ -5,13 +5,31 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARCH   ?= resnet18
 
-.PHONY: test svhn bench clean gpu-wheels gpu-check
+.PHONY: test svhn bench clean gpu-wheels gpu-check onednn
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(MAKE) --no-print-directory onednn
 	touch $(STAMP)
+
+# oneDNN's convolution kernels for XLA:CPU (jaxdl/onednn.py): built against the venv's jaxlib when the
+# system has oneDNN; where it does not and apt-get can install it (Debian's libdnnl-dev, as root), it is
+# installed first. Without it jaxdl runs XLA's own, slower, convolutions: one line says so, nothing fails.
+ONEDNN_LIB := jaxdl/_onednn_conv.so
+ONEDNN_HDR := /usr/include/oneapi/dnnl/dnnl.hpp
+
+onednn: $(ONEDNN_LIB)
+
+$(ONEDNN_LIB): jaxdl/onednn_conv.cc
+	@if [ ! -f $(ONEDNN_HDR) ] && [ -z "$$DNNL_ROOT" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing oneDNN (apt-get install libdnnl-dev)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libdnnl-dev >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+		    apt-get install -y -q --no-install-recommends libdnnl-dev >/dev/null 2>&1) || true; fi
+	@$(PY) -m jaxdl.onednn build \
+		|| echo "jaxdl: oneDNN kernels not built; CPU convolutions use XLA's (slower). See README, CPU speed." >&2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
@@ -40,4 +58,4 @@ gpu-check:
 	PYTHONPATH=.:$(GPU_SITE) python3 -m experiments.gpu_check --out gpu-check
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(ONEDNN_LIB)

@@ -10,6 +10,9 @@ import torch
 from jaxdl.models import conv as conv_module
 from jaxdl.models import ops
 
+# The policy without oneDNN's kernels: XLA's forms, chosen by shape (tests/test_onednn.py covers oneDNN's).
+XLA_CPU = ops.ConvPolicy(onednn=False)
+
 
 @pytest.mark.parametrize("kernel,stride,padding,size", [(3, 2, 1, 16), (3, 2, 1, 7), (2, 2, 0, 8), (2, 2, 0, 7), (3, 2, 0, 15), (3, 1, 1, 5)])
 def test_max_pool_matches_pytorch_including_ties(kernel, stride, padding, size):
@@ -68,11 +71,11 @@ def test_conv_forms_match_xla_conv(form, kernel, stride, padding, size):
 
 
 @pytest.mark.parametrize("policy,x_shape,w_shape,form", [
-    (ops.DEFAULT, (1, 2, 2, 4), (3, 3, 4, 32), "gemm"),  # ResNet's layer4 at 32 px: a 2x2 map
-    (ops.DEFAULT, (1, 14, 14, 6), (5, 5, 6, 16), "space_to_depth"),  # LeNet-5's conv2
-    (ops.DEFAULT, (1, 8, 8, 4), (3, 3, 4, 32), "canonical"),
-    (ops.ConvPolicy(space_to_depth_block=0), (1, 14, 14, 6), (5, 5, 6, 16), "canonical"),
-    (ops.ConvPolicy(gemm_max_output=0), (1, 2, 2, 4), (3, 3, 4, 32), "canonical"),
+    (XLA_CPU, (1, 2, 2, 4), (3, 3, 4, 32), "gemm"),  # ResNet's layer4 at 32 px: a 2x2 map
+    (XLA_CPU, (1, 14, 14, 6), (5, 5, 6, 16), "space_to_depth"),  # LeNet-5's conv2
+    (XLA_CPU, (1, 8, 8, 4), (3, 3, 4, 32), "canonical"),
+    (ops.ConvPolicy(space_to_depth_block=0, onednn=False), (1, 14, 14, 6), (5, 5, 6, 16), "canonical"),
+    (ops.ConvPolicy(gemm_max_output=0, onednn=False), (1, 2, 2, 4), (3, 3, 4, 32), "canonical"),
     (ops.XLA, (1, 2, 2, 4), (3, 3, 4, 32), "xla"),
     (ops.XLA, (1, 14, 14, 6), (5, 5, 6, 16), "xla"),
 ])
@@ -93,7 +96,7 @@ def test_conv_policy_dispatches_each_shape_to_its_form(monkeypatch, policy, x_sh
 def test_auto_policy_takes_xlas_convolutions_off_cpu(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert ops.DEFAULT.form((1, 2, 2, 4), (3, 3, 4, 32), (1, 1), ((1, 1), (1, 1))) == "xla"
-    assert ops.ConvPolicy("cpu").form((1, 2, 2, 4), (3, 3, 4, 32), (1, 1), ((1, 1), (1, 1))) == "gemm"
+    assert ops.ConvPolicy("cpu", onednn=False).form((1, 2, 2, 4), (3, 3, 4, 32), (1, 1), ((1, 1), (1, 1))) == "gemm"
 
 
 def test_max_pool_hessian_vector_product_matches_pytorch():
@@ -147,12 +150,12 @@ def test_canonical_conv_derivatives_equal_lax(size, kernel, stride, pad):
 @pytest.mark.skipif(not conv_module.PRIMITIVE, reason="this JAX lacks the extension APIs: conv is plain lax (tests/test_jax_compat.py)")
 def test_conv_derivatives_inside_loops_are_canonical_convolutions():
     """XLA:CPU runs non-canonical convolutions inside `while` loops as naive loop nests (100x slower); every
-    convolution in a looped Hessian-vector product through the default `ops.ConvPolicy` must be NHWC/HWIO."""
+    convolution in a looped Hessian-vector product through XLA's CPU forms must be NHWC/HWIO."""
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.normal(size=(4, 9, 9, 3)), jnp.float32), jnp.asarray(rng.normal(size=(3, 3, 3, 32)), jnp.float32)
 
     def loss(w):
-        y = ops.DEFAULT(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = XLA_CPU(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return jnp.sum(jnp.tanh(y) ** 2)
 
     def looped(w, vs):
@@ -192,7 +195,7 @@ def test_weight_gradient_transposes_the_stored_input_not_its_producers():
     w = jnp.asarray(rng.normal(size=(3, 3, 8, 32)), jnp.float32)  # 32 outputs: the canonical form
 
     def loss(w, z, r):
-        return jnp.sum(ops.DEFAULT(jax.nn.relu(z * 1.5 + r), w, (1, 1), ((1, 1), (1, 1))) ** 2)
+        return jnp.sum(XLA_CPU(jax.nn.relu(z * 1.5 + r), w, (1, 1), ((1, 1), (1, 1))) ** 2)
 
     hlo = jax.jit(jax.grad(loss)).lower(w, z, r).compile().as_text()
     computations = hlo.split("\n\n")
@@ -204,6 +207,6 @@ def test_weight_gradient_transposes_the_stored_input_not_its_producers():
 def test_pointwise_convolutions_are_one_gemm_at_any_map_size(stride):
     """ResNet-50's 1x1 bottleneck and downsample convolutions: a GEMM over the (strided) input itself."""
     x, w, pads = (1, 56, 56, 64), (1, 1, 64, 256), ((0, 0), (0, 0))
-    assert ops.DEFAULT.form(x, w, (stride, stride), pads) == "gemm"
-    assert ops.ConvPolicy(gemm_pointwise=False).form(x, w, (stride, stride), pads) == "canonical"
-    assert ops.DEFAULT.form(x, w, (stride, stride), ((1, 1), (1, 1))) == "canonical"  # padded: not pointwise
+    assert XLA_CPU.form(x, w, (stride, stride), pads) == "gemm"
+    assert ops.ConvPolicy(gemm_pointwise=False, onednn=False).form(x, w, (stride, stride), pads) == "canonical"
+    assert XLA_CPU.form(x, w, (stride, stride), ((1, 1), (1, 1))) == "canonical"  # padded: not pointwise

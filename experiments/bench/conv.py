@@ -7,13 +7,14 @@ gradients a training step needs (the kernel's; the input's too except for a firs
 XLA's convolution written canonically (`canonical`: `conv.conv`, what the other CPU layers get), space-to-depth
 on 2x2 and 4x4 blocks, and patches + one GEMM. Each form runs through a `ConvPolicy` whose thresholds force it,
 checked with `policy.form` before timing, so what is timed is what the models run. The forms alternate round by
-round; each figure is the median (and the best) over rounds, in ms. Whole training steps can rank forms
+round, a round being ~0.1 s of calls back to back; each figure is the median (and the best) over rounds, in ms. Whole training steps can rank forms
 differently from isolated layers (fusion with the ReLU and pooling around them): `experiments.bench` has the
 last word.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -29,21 +30,37 @@ from jaxdl.runtime import use_fast_cpu_flags
 
 MODULE = "experiments.bench.conv"
 MIN_ROUNDS = 5
+# A round of one form lasts about this long: the first calls after another program's run slower (the other's
+# threads still spin), and a model's step runs its layers back to back.
+ROUND_S = 0.1
 # (input NHWC, kernel HWIO, padding, is the model's first layer)
 LAYERS = {
     "lenet5.conv1": ((128, 32, 32, 3), (5, 5, 3, 6), 0, True),
     "lenet5.conv2": ((128, 14, 14, 6), (5, 5, 6, 16), 0, False),
     "cnn.conv1": ((128, 32, 32, 3), (3, 3, 3, 32), 0, True),
     "cnn.conv2": ((128, 15, 15, 32), (3, 3, 32, 64), 0, False),
+    # ResNets at 32 px: the 3x3 layers over 2x2 and 1x1 maps, and ResNet-50's pointwise layers
+    "resnet18.layer3@32": ((128, 2, 2, 256), (3, 3, 256, 256), 1, False),
+    "resnet18.layer4@32": ((128, 1, 1, 512), (3, 3, 512, 512), 1, False),
+    "resnet50.layer1.conv1@32": ((128, 8, 8, 256), (1, 1, 256, 64), 0, False),
+    "resnet50.layer1.conv3@32": ((128, 8, 8, 64), (1, 1, 64, 256), 0, False),
+    "resnet50.layer3.conv1@32": ((128, 2, 2, 1024), (1, 1, 1024, 256), 0, False),
+    # and at 224 px (batch 16)
+    "resnet18.layer1@224": ((16, 56, 56, 64), (3, 3, 64, 64), 1, False),
+    "resnet18.layer4@224": ((16, 7, 7, 512), (3, 3, 512, 512), 1, False),
+    "resnet50.layer1.conv1@224": ((16, 56, 56, 256), (1, 1, 256, 64), 0, False),
+    "resnet50.layer3.conv1@224": ((16, 14, 14, 1024), (1, 1, 1024, 256), 0, False),
 }
 ANY = 1 << 30  # a threshold every layer is under
 # name: (the form ConvPolicy.form must report, a CPU policy that takes it for every layer above)
 FORMS: dict[str, tuple[str, ConvPolicy]] = {
-    "canonical": ("canonical", ConvPolicy("cpu", gemm_max_output=0, space_to_depth_block=0)),
-    "space_to_depth_2": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, space_to_depth_max_out_channels=ANY,
-                                                      space_to_depth_block=2)),
-    "space_to_depth_4": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, space_to_depth_max_out_channels=ANY,
-                                                      space_to_depth_block=4)),
+    "onednn": ("onednn", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False, space_to_depth_block=0)),
+    "canonical": ("canonical", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False, space_to_depth_block=0,
+                                          onednn=False)),
+    "space_to_depth_2": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False,
+                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=2)),
+    "space_to_depth_4": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False,
+                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=4)),
     "gemm": ("gemm", ConvPolicy("cpu", gemm_max_output=ANY)),
 }
 KINDS = ("forward", "train")
@@ -74,13 +91,15 @@ def bench_layer(layer: str, seconds: float, rng: np.random.Generator) -> list[di
         for kind, fn in programs(policy, pads, first).items():
             inputs = (x, w) if kind == "forward" else (x, w, g)
             runs[(name, kind)] = (lambda fn=fn, inputs=inputs: jax.block_until_ready(fn(*inputs)))
-    for run in runs.values():
+    steps = {}
+    for key, run in runs.items():
         run()  # compile
+        steps[key] = max(1, math.ceil(ROUND_S / harness.timed(run)))
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
     began = time.perf_counter()
     while min(map(len, times.values())) < MIN_ROUNDS or time.perf_counter() - began < seconds:
         for key, run in runs.items():
-            times[key].append(harness.timed(run))
+            times[key].append(harness.timed(run, steps=steps[key]))
     return [{"layer": layer, "form": name} | {f"{kind}_{stat.__name__}_ms": 1e3 * stat(times[(name, kind)])
                                               for kind in KINDS for stat in (statistics.median, min)}
             for name in FORMS]

@@ -21,11 +21,14 @@ derivatives inside loops on CPU (the Hessian tools' rolled loops) is lost.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxdl import onednn
 
 Array = jax.Array
 Pairs = tuple[tuple[int, int], ...]
@@ -44,18 +47,27 @@ except (ImportError, AttributeError):
 
 # Whether `conv` is the primitive (derivatives canonical, fast in loops) or plain `lax.conv_general_dilated`.
 PRIMITIVE: bool = Primitive is not None
-conv_p = Primitive("jaxdl_conv") if PRIMITIVE else None
+# The convolution and its two transposes, each bilinear, each the others' transpose: closed under autodiff.
+conv_p = Primitive("jaxdl_conv") if PRIMITIVE else None  # (x, w) -> y
+input_grad_p = Primitive("jaxdl_conv_input_grad") if PRIMITIVE else None  # (dy, w) -> dx, of shape `shape`
+weight_grad_p = Primitive("jaxdl_conv_weight_grad") if PRIMITIVE else None  # (x, dy) -> dw, of shape `shape`
 
 
 def conv(x: Array, w: Array, strides: Sequence[int], padding: Sequence[Sequence[int]],
-         lhs_dilation: Sequence[int] = (1, 1), rhs_dilation: Sequence[int] = (1, 1), precision=None) -> Array:
-    """`lax.conv_general_dilated(x, w, ...)` for NHWC inputs and HWIO kernels (no feature groups)."""
+         lhs_dilation: Sequence[int] = (1, 1), rhs_dilation: Sequence[int] = (1, 1), precision=None,
+         onednn: bool = False) -> Array:
+    """`lax.conv_general_dilated(x, w, ...)` for NHWC inputs and HWIO kernels (no feature groups).
+
+    onednn: run it and its derivatives on oneDNN's kernels where they apply (float32 on CPU, no input
+        dilation, `jaxdl.onednn` built); elsewhere XLA's convolutions run, in canonical form.
+    """
     params = dict(strides=tuple(strides), padding=tuple(tuple(p) for p in padding),
-                  lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation), precision=precision)
+                  lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation), precision=precision,
+                  onednn=bool(onednn))
     return conv_p.bind(x, w, **params) if PRIMITIVE else _lax_conv(x, w, **params)
 
 
-def _lax_conv(x: Array, w: Array, *, strides, padding, lhs_dilation, rhs_dilation, precision) -> Array:
+def _lax_conv(x: Array, w: Array, *, strides, padding, lhs_dilation, rhs_dilation, precision, onednn=False) -> Array:
     return lax.conv_general_dilated(x, w, strides, padding, lhs_dilation, rhs_dilation, CANONICAL, precision=precision)
 
 
@@ -63,35 +75,41 @@ def _dilated(size: int, dilation: int) -> int:
     return 0 if size == 0 else (size - 1) * dilation + 1
 
 
-def _abstract_eval(x, w, *, strides, padding, lhs_dilation, rhs_dilation, precision) -> ShapedArray:
+def _abstract_eval(x, w, *, strides, padding, lhs_dilation, rhs_dilation, precision, onednn) -> ShapedArray:
     spatial = tuple(
         (_dilated(x.shape[1 + a], lhs_dilation[a]) + sum(padding[a]) - _dilated(w.shape[a], rhs_dilation[a]))
         // strides[a] + 1 for a in range(2))
     return ShapedArray((x.shape[0], *spatial, w.shape[3]), x.dtype)
 
 
-def _transpose_lhs(g: Array, x, w: Array, *, strides, padding, lhs_dilation, rhs_dilation, precision) -> Array:
+def _shaped(a, b, *, shape, **params) -> ShapedArray:
+    return ShapedArray(shape, a.dtype)
+
+
+def _input_grad_xla(g: Array, w: Array, *, shape, strides, padding, lhs_dilation, rhs_dilation, precision,
+                    onednn) -> Array:
     """Input gradient: the output gradient convolved with the flipped kernel, its I and O swapped explicitly."""
     pads = []
     for a in range(2):
         k = _dilated(w.shape[a], rhs_dilation[a])
         before = k - 1 - padding[a][0]
-        after = _dilated(x.aval.shape[1 + a], lhs_dilation[a]) + k - 1 - _dilated(g.shape[1 + a], strides[a]) - before
+        after = _dilated(shape[1 + a], lhs_dilation[a]) + k - 1 - _dilated(g.shape[1 + a], strides[a]) - before
         pads.append((before, after))
-    kernel = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3).astype(g.dtype)
-    return conv(g, kernel, lhs_dilation, pads, strides, rhs_dilation, precision).astype(x.aval.dtype)
+    kernel = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
+    return conv(g, kernel, lhs_dilation, pads, strides, rhs_dilation, precision)
 
 
-def _transpose_rhs(g: Array, x: Array, w, *, strides, padding, lhs_dilation, rhs_dilation, precision) -> Array:
+def _weight_grad_xla(x: Array, g: Array, *, shape, strides, padding, lhs_dilation, rhs_dilation, precision,
+                     onednn) -> Array:
     """Weight gradient: channels as the batch, the batch as the contraction (C,H,W,N) * (Ho,Wo,N,D) -> (C,kh,kw,D)."""
     pads = []
     for a in range(2):
         after = (_dilated(g.shape[1 + a], strides[a]) - _dilated(x.shape[1 + a], lhs_dilation[a])
-                 + _dilated(w.aval.shape[a], rhs_dilation[a]) - padding[a][0] - 1)
+                 + _dilated(shape[a], rhs_dilation[a]) - padding[a][0] - 1)
         pads.append((padding[a][0], after))
-    out = conv(jnp.transpose(_materialized(x), (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)).astype(x.dtype),
+    out = conv(jnp.transpose(_materialized(x), (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
                rhs_dilation, pads, lhs_dilation, strides, precision)
-    return jnp.transpose(out, (1, 2, 0, 3)).astype(w.aval.dtype)
+    return jnp.transpose(out, (1, 2, 0, 3))
 
 
 def _materialized(x: Array) -> Array:
@@ -105,6 +123,31 @@ def _materialized(x: Array) -> Array:
     whatever the predicate, and its derivative is the identity.
     """
     return lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda v: v, lambda v: v * 1, x)
+
+
+# Transposes. With y = conv(x, w): <conv(x, w), dy> = <x, input_grad(dy, w)> = <w, weight_grad(x, dy)>.
+def _conv_t_x(ct, x, w, **params):
+    return input_grad_p.bind(ct, w, shape=x.aval.shape, **params)
+
+
+def _conv_t_w(ct, x, w, **params):
+    return weight_grad_p.bind(x, ct, shape=w.aval.shape, **params)
+
+
+def _input_grad_t_dy(ct, dy, w, *, shape, **params):
+    return conv_p.bind(ct, w, **params)
+
+
+def _input_grad_t_w(ct, dy, w, *, shape, **params):
+    return weight_grad_p.bind(ct, dy, shape=w.aval.shape, **params)
+
+
+def _weight_grad_t_x(ct, x, dy, *, shape, **params):
+    return input_grad_p.bind(dy, ct, shape=x.aval.shape, **params)
+
+
+def _weight_grad_t_dy(ct, x, dy, *, shape, **params):
+    return conv_p.bind(x, ct, **params)
 
 
 def _batch(args: tuple[Array, Array], dims: tuple, **params) -> tuple[Array, int]:
@@ -121,9 +164,64 @@ def _batch(args: tuple[Array, Array], dims: tuple, **params) -> tuple[Array, int
     return lax.map(lambda xw: conv(*xw, **params), (jnp.moveaxis(x, bx, 0), jnp.moveaxis(w, bw, 0))), 0
 
 
+def _batch_input_grad(args: tuple[Array, Array], dims: tuple, *, shape, **params) -> tuple[Array, int]:
+    """A batched output gradient folds into N; a batched kernel maps."""
+    (dy, w), (bdy, bw) = args, dims
+    if bw is None:
+        dy = jnp.moveaxis(dy, bdy, 0)
+        dx = input_grad_p.bind(dy.reshape(-1, *dy.shape[2:]), w, shape=(dy.shape[0] * shape[0], *shape[1:]),
+                               **params)
+        return dx.reshape(*dy.shape[:2], *shape[1:]), 0
+    return _batch_map(input_grad_p, args, dims, shape=shape, **params)
+
+
+def _batch_map(prim, args: tuple[Array, Array], dims: tuple, **params) -> tuple[Array, int]:
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    args = tuple(jnp.moveaxis(a, d, 0) if d is not None else jnp.broadcast_to(a, (size, *a.shape))
+                 for a, d in zip(args, dims))
+    return lax.map(lambda ab: prim.bind(*ab, **params), args), 0
+
+
+def _eager(prim, *args, **params) -> Array:
+    """Outside jit: the primitive compiled on its own, as JAX runs its own primitives eagerly."""
+    return _compiled(prim, **params)(*args)
+
+
+@functools.cache
+def _compiled(prim, **params):
+    return jax.jit(functools.partial(prim.bind, **params))
+
+
+def _uses_onednn(avals, params: dict) -> bool:
+    """Whether this convolution lowers to oneDNN: asked for, float32, plain (no input dilation, no negative
+    padding, no empty dimension), and the library built."""
+    return (params["onednn"] and all(a.dtype == jnp.float32 and 0 not in a.shape for a in avals)
+            and params["lhs_dilation"] == (1, 1) and all(p >= 0 for pair in params["padding"] for p in pair)
+            and onednn.available())
+
+
+def _cpu_lowering(name: str, xla_form):
+    """Lower on CPU to oneDNN's pass `name` where it applies, else to `xla_form` (XLA's canonical convolutions)."""
+    def lower(ctx, a, b, **params):
+        if _uses_onednn([*ctx.avals_in, *ctx.avals_out], params):
+            shape = ctx.avals_out[0].shape
+            form = lambda a, b, **p: onednn.call(name, a, b, shape, p["strides"], p["padding"], p["rhs_dilation"])
+        else:
+            form = xla_form
+        return mlir.lower_fun(form, multiple_results=False)(ctx, a, b, **params)
+    return lower
+
+
 if PRIMITIVE:
-    conv_p.def_impl(_lax_conv)
-    conv_p.def_abstract_eval(_abstract_eval)
-    mlir.register_lowering(conv_p, mlir.lower_fun(_lax_conv, multiple_results=False))
-    ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
+    for prim, xla_form, rule, t_a, t_b, name in (
+            (conv_p, _lax_conv, _abstract_eval, _conv_t_x, _conv_t_w, "forward"),
+            (input_grad_p, _input_grad_xla, _shaped, _input_grad_t_dy, _input_grad_t_w, "backward_data"),
+            (weight_grad_p, _weight_grad_xla, _shaped, _weight_grad_t_x, _weight_grad_t_dy, "backward_weights")):
+        prim.def_impl(functools.partial(_eager, prim))
+        prim.def_abstract_eval(rule)
+        mlir.register_lowering(prim, mlir.lower_fun(xla_form, multiple_results=False))
+        mlir.register_lowering(prim, _cpu_lowering(name, xla_form), platform="cpu")
+        ad.defbilinear(prim, t_a, t_b)
     batching.primitive_batchers[conv_p] = _batch
+    batching.primitive_batchers[input_grad_p] = _batch_input_grad
+    batching.primitive_batchers[weight_grad_p] = functools.partial(_batch_map, weight_grad_p)

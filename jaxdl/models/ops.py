@@ -29,10 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxdl import onednn as onednn_library
 from jaxdl.models.conv import conv
 
 Array = jax.Array
-Form = Literal["gemm", "space_to_depth", "canonical", "xla"]
+Form = Literal["gemm", "space_to_depth", "onednn", "canonical", "xla"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,12 @@ class ConvPolicy:
     backend: "auto" takes the CPU forms when the computation runs on a CPU and XLA's own convolutions on
         GPUs and TPUs (cuDNN and friends); "cpu" takes the CPU forms everywhere, "xla" XLA's everywhere (the
         accelerator path, runnable and testable on a CPU, and the reference for counting a model's FLOPs).
+    onednn: every float32 CPU convolution and its derivatives run on oneDNN's kernels (`jaxdl.onednn`,
+        the kernels PyTorch calls) when its library is built. Measured on the zoo's layers with their gradients
+        (`python -m experiments.bench.conv`, BENCHMARKS.md), oneDNN is as fast as the best other form or
+        faster on every one of them, up to 18x (3x3 over 2x2 maps), so it takes them all.
+    Without oneDNN (onednn=False, the library not built, or another dtype) the forms below share the CPU
+    convolutions out by shape:
     gemm_max_output: output maps at most this large (height and width) run as patches + one GEMM; XLA:CPU's
         convolution is 30-45x slower there (BENCHMARKS.md).
     gemm_pointwise: 1x1 convolutions without padding (ResNet-50's bottlenecks and downsamples) run as one GEMM
@@ -53,8 +60,8 @@ class ConvPolicy:
         XLA:CPU's convolution would first transpose the activations (BENCHMARKS.md, CPU speed across sizes).
     space_to_depth_max_out_channels, space_to_depth_block: stride-1 convolutions with at most this many
         output channels run on block x block pixel blocks folded into channels (LeNet-5; 0 turns it off).
-    The other CPU convolutions go through `conv.conv`, XLA's own program at the top level whose derivatives
-    stay fast inside loops (the Hessian tools').
+    The other CPU convolutions go through `conv.conv` in canonical form, XLA's own program at the top level
+    whose derivatives stay fast inside loops (the Hessian tools').
     """
 
     backend: Literal["auto", "cpu", "xla"] = "auto"
@@ -62,13 +69,16 @@ class ConvPolicy:
     gemm_pointwise: bool = True
     space_to_depth_max_out_channels: int = 16
     space_to_depth_block: int = 2
+    onednn: bool = True
 
     def form(self, x_shape: Sequence[int], w_shape: Sequence[int], strides: Sequence[int],
-             padding: Sequence[Sequence[int]]) -> Form:
-        """The form a plain NHWC/HWIO convolution of these shapes takes under this policy."""
+             padding: Sequence[Sequence[int]], dtype=jnp.float32) -> Form:
+        """The form a plain NHWC/HWIO convolution of these shapes (and dtype) takes under this policy."""
         cpu = self.backend == "cpu" or (self.backend == "auto" and jax.default_backend() == "cpu")
         if not cpu:
             return "xla"
+        if self.onednn and jnp.dtype(dtype) == jnp.float32 and onednn_library.available():
+            return "onednn"
         out = [(x_shape[1 + a] + sum(padding[a]) - w_shape[a]) // strides[a] + 1 for a in range(2)]
         if max(out) <= self.gemm_max_output:
             return "gemm"
@@ -87,13 +97,13 @@ class ConvPolicy:
         plain = lhs.ndim == 4 and feature_group_count == 1 and not kwargs and all(
             d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation))
         strides, pads = tuple(window_strides), tuple(map(tuple, padding))
-        form = self.form(lhs.shape, rhs.shape, strides, pads) if plain else "xla"
+        form = self.form(lhs.shape, rhs.shape, strides, pads, jnp.result_type(lhs, rhs)) if plain else "xla"
         if form == "gemm":
             return gemm_conv(lhs, rhs, strides, pads, precision)
         if form == "space_to_depth":
             return space_to_depth_conv(lhs, rhs, pads, self.space_to_depth_block, precision)
-        if form == "canonical":
-            return conv(lhs, rhs, strides, pads, precision=precision)
+        if form in ("onednn", "canonical"):
+            return conv(lhs, rhs, strides, pads, precision=precision, onednn=form == "onednn")
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision, **kwargs)
 
