@@ -2,14 +2,15 @@
 
     python -m experiments.bench.conv [--layers lenet5.conv1,lenet5.conv2,cnn.conv1] [--seconds 20] [--json FILE]
 
-For each layer (batch 128, 32x32x3 inputs) every form computes the forward pass, and the forward pass with the
-gradients a training step needs (the kernel's; the input's too except for a first layer, whose input is data):
-XLA's convolution written canonically (`canonical`: `conv.conv`, what the other CPU layers get), space-to-depth
-on 2x2 and 4x4 blocks, and patches + one GEMM. Each form runs through a `ConvPolicy` whose thresholds force it,
-checked with `policy.form` before timing, so what is timed is what the models run. The forms alternate round by
-round, a round being ~0.1 s of calls back to back; each figure is the median (and the best) over rounds, in ms. Whole training steps can rank forms
-differently from isolated layers (fusion with the ReLU and pooling around them): `experiments.bench` has the
-last word.
+For each layer (the zoo's, at 32 px with batch 128 and at 224 px with batch 16) every form computes the
+forward pass, and the forward pass with the gradients a training step needs (the kernel's; the input's too
+except for a first layer, whose input is data): oneDNN's kernels (`onednn`, `jaxdl.onednn`, when built), XLA's
+convolution written canonically (`canonical`: `conv.conv`), space-to-depth on 2x2 and 4x4 blocks, and patches +
+one GEMM. Each form runs through a `ConvPolicy` whose thresholds force it, checked with `policy.form` before
+timing, so what is timed is what the models run. The forms alternate round by round, a round being ~0.1 s of
+calls back to back; each figure is the median (and the best) over rounds, in ms. Whole training steps can rank
+forms differently from isolated layers (fusion with the ReLU and pooling around them): `experiments.bench` has
+the last word.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import harness
-from jaxdl import cli
+from jaxdl import cli, onednn
 from jaxdl.models import ConvPolicy
 from jaxdl.runtime import use_fast_cpu_flags
 
@@ -58,12 +59,19 @@ FORMS: dict[str, tuple[str, ConvPolicy]] = {
     "canonical": ("canonical", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False, space_to_depth_block=0,
                                           onednn=False)),
     "space_to_depth_2": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False,
-                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=2)),
+                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=2,
+                                                      onednn=False)),
     "space_to_depth_4": ("space_to_depth", ConvPolicy("cpu", gemm_max_output=0, gemm_pointwise=False,
-                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=4)),
-    "gemm": ("gemm", ConvPolicy("cpu", gemm_max_output=ANY)),
+                                                      space_to_depth_max_out_channels=ANY, space_to_depth_block=4,
+                                                      onednn=False)),
+    "gemm": ("gemm", ConvPolicy("cpu", gemm_max_output=ANY, onednn=False)),
 }
 KINDS = ("forward", "train")
+
+
+def available_forms() -> dict[str, tuple[str, ConvPolicy]]:
+    """FORMS, less oneDNN's where its library is not built (python -m jaxdl.onednn build)."""
+    return {name: f for name, f in FORMS.items() if f[0] != "onednn" or onednn.available()}
 
 
 def programs(policy: ConvPolicy, pads: tuple[tuple[int, int], ...], first: bool) -> dict[str, Callable]:
@@ -84,7 +92,7 @@ def bench_layer(layer: str, seconds: float, rng: np.random.Generator) -> list[di
     out = jax.eval_shape(lambda x, w: FORMS["canonical"][1](x, w, (1, 1), pads), x, w)
     g = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     runs = {}
-    for name, (form, policy) in FORMS.items():
+    for name, (form, policy) in available_forms().items():
         if policy.form(x_shape, w_shape, (1, 1), pads) != form:
             raise RuntimeError(f"{layer}: the policy meant to force {form!r} now gives "
                                f"{policy.form(x_shape, w_shape, (1, 1), pads)!r}: update FORMS")
@@ -102,7 +110,7 @@ def bench_layer(layer: str, seconds: float, rng: np.random.Generator) -> list[di
             times[key].append(harness.timed(run, steps=steps[key]))
     return [{"layer": layer, "form": name} | {f"{kind}_{stat.__name__}_ms": 1e3 * stat(times[(name, kind)])
                                               for kind in KINDS for stat in (statistics.median, min)}
-            for name in FORMS]
+            for name in available_forms()]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 
-from jaxdl import cli
+from jaxdl import cli, onednn
 from jaxdl.models import check_name
 
 T = TypeVar("T")
@@ -134,14 +134,27 @@ def machine() -> dict[str, Any]:
         "jax": jax.__version__, "torch": _version("torch"),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # what jaxdl's CPU convolutions run on: oneDNN's kernels (jaxdl.onednn) when built, else XLA's
+        "jaxdl_cpu_convolutions": "oneDNN " + _onednn_version() if onednn.available() else "XLA",
     }
+
+
+def _onednn_version() -> str:
+    """The oneDNN jaxdl's library links (libdnnl's own dnnl_version()), e.g. '2.6.3'."""
+    try:
+        v = ctypes.CDLL(str(onednn.LIBRARY)).dnnl_version
+        v.restype = ctypes.POINTER(ctypes.c_int * 3)
+        return ".".join(map(str, v().contents))
+    except (OSError, AttributeError):
+        return "(version unknown)"
 
 
 def describe(m: Mapping[str, Any]) -> str:
     """`machine()` on one line, for the text a bench prints above its table."""
     threads = f" ({m['torch_threads']} threads)" if m["torch_threads"] else ""
     return (f"{m['cpu']} ({m['arch']}), {m['cores']} cores, {m['device']}; jax {m['jax']}, torch {m['torch']}"
-            f"{threads}; XLA_FLAGS={m['xla_flags'] or '(unset)'}")
+            f"{threads}; XLA_FLAGS={m['xla_flags'] or '(unset)'}; jaxdl's CPU convolutions: "
+            f"{m.get('jaxdl_cpu_convolutions', 'XLA')}")
 
 
 def header(module: str, argv: list[str] | None) -> dict[str, Any]:

@@ -74,8 +74,10 @@ def _is_key(x: Any) -> bool:
 
 
 def _orbax() -> Any:
-    """orbax.checkpoint, imported on first use: it costs 0.7 s that `import jaxdl.train` need not pay."""
-    import orbax.checkpoint
+    """orbax.checkpoint, imported on first use: it costs 0.7 s that `import jaxdl.train` need not pay. Its
+    import logs its handler registrations through absl: muted like the rest of Orbax's logging."""
+    with _quiet():
+        import orbax.checkpoint
 
     return orbax.checkpoint
 
