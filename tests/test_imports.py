@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,8 @@ print(changed, backend, matplotlib.rcParams["backend"])
 def test_import_jaxdl_train_pulls_in_no_plotting_or_scientific_stack():
     out = python("""
 import sys
+
+import pytest
 import jaxdl.train
 print(sorted(m for m in ("sklearn", "scipy", "matplotlib", "PIL", "orbax.checkpoint", "torch") if m in sys.modules))
 """)
@@ -52,3 +56,27 @@ print(runtime.use_fast_cpu_flags(), repr(os.environ["XLA_FLAGS"]))  # too late: 
 """, XLA_FLAGS="")
     assert out.split() == ["True", "True", "False", "''"], out
     assert python("from jaxdl import runtime; print(runtime.use_fast_cpu_flags())", JAXDL_CPU_FLAGS="0").strip() == "False"
+
+
+FREED = """
+import numpy as np
+from jaxdl import runtime
+def rss_mb():
+    return int(next(line for line in open('/proc/self/status') if line.startswith('VmRSS')).split()[1]) // 1024
+{setup}
+before = rss_mb()
+block = np.ones(200 << 20, np.uint8)  # a step's temporaries: 200 MB, touched, freed
+del block
+print(rss_mb() - before)
+"""
+
+
+def test_fast_cpu_settings_keep_a_steps_freed_memory_resident():
+    """glibc returns a freed 200 MB block to the system at once (the next step faults it all in again);
+    after `use_fast_cpu_flags()` it stays mapped for reuse, and JAXDL_CPU_FLAGS=0 leaves malloc alone."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux's /proc")
+    kept = int(python(FREED.format(setup="runtime.use_fast_cpu_flags()")).split()[-1])
+    returned = int(python(FREED.format(setup="")).split()[-1])
+    opted_out = int(python(FREED.format(setup="runtime.use_fast_cpu_flags()"), JAXDL_CPU_FLAGS="0").split()[-1])
+    assert kept >= 180 and returned < 20 and opted_out < 20, (kept, returned, opted_out)

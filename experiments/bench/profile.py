@@ -90,6 +90,8 @@ def hlo_kinds(text: str) -> dict[str, str]:
             computation = head.group(1)
         elif match := _INSTRUCTION.match(line):
             name, opcode, rest = match.groups()
+            if opcode == "custom-call" and 'custom_call_target="jaxdl_onednn_conv' in rest:
+                opcode = "convolution"  # oneDNN's kernels (jaxdl.onednn)
             callee = m.group(1) if (m := re.search(r"calls=%([\w.\-]+)", rest)) else None
             held[computation].add(opcode)
             if callee:

@@ -1,13 +1,18 @@
-"""An NHWC convolution primitive whose derivatives XLA:CPU runs at full speed inside loops.
+"""NHWC convolution primitives whose derivatives run on fast kernels, also inside loops.
 
-XLA:CPU only calls its fast convolution kernels on convolutions in canonical form (NHWC input, HWIO kernel,
-NHWC output).  Autodiff's transposes of `lax.conv_general_dilated` are not canonical: the input gradient
-convolves with a kernel laid out HWOI and the weight gradient contracts over the batch.  At the top level
-of a program layout assignment rewrites them with transposes, but inside a `while` loop (`lax.scan`,
+Three primitives, each bilinear and each the others' transpose, so autodiff to any order never leaves them:
+`conv_p` (x, w -> y), `input_grad_p` (dy, w -> dx) and `weight_grad_p` (x, dy -> dw). On CPU in float32 they
+lower to oneDNN's forward, backward-data and backward-weights kernels (`jaxdl.onednn`, when built and asked for
+with `onednn=True`, which `ConvPolicy` does); otherwise to XLA's convolutions in canonical form.
+
+Why canonical: XLA:CPU only calls its fast convolution kernels on convolutions in canonical form (NHWC input,
+HWIO kernel, NHWC output).  Autodiff's transposes of `lax.conv_general_dilated` are not canonical: the input
+gradient convolves with a kernel laid out HWOI and the weight gradient contracts over the batch.  At the top
+level of a program layout assignment rewrites them with transposes, but inside a `while` loop (`lax.scan`,
 `fori_loop`) it does not, and XLA falls back to a naive loop nest (jax-ml/jax#12868).  Measured on the
 2-core CPU: input gradients 7-14x and weight gradients 100-400x slower in a loop; a rolled Lanczos over the
-course CNN ran 40x slower than unrolled.  Hessian tools run their products inside loops, so this primitive
-states both transposes in canonical form, with the operand transposes written out.  At the top level the
+course CNN ran 40x slower than unrolled.  Hessian tools run their products inside loops, so the XLA forms
+state both transposes in canonical form, with the operand transposes written out.  At the top level their
 values are XLA's own, bit for bit; what differs there is speed: the weight gradient transposes the stored
 input, where XLA would recompute the input's producers in transposed order (`_materialized`).
 
@@ -15,8 +20,8 @@ Defining a primitive takes JAX's extension APIs (`jax.extend.core.Primitive`, `j
 `jax.interpreters.ad.defbilinear`, `batching.primitive_batchers`, `mlir.register_lowering`/`lower_fun`),
 which JAX may move or drop between releases; all of them are there in JAX 0.10.2 through 0.12.0.1.  Should a
 future JAX lack one, importing this module still works: `PRIMITIVE` is False and `conv` is plain
-`lax.conv_general_dilated` in canonical layout, with the same values and derivatives.  Only the speed of
-derivatives inside loops on CPU (the Hessian tools' rolled loops) is lost.
+`lax.conv_general_dilated` in canonical layout, with the same values and derivatives.  Only speed is lost:
+oneDNN's kernels, and derivatives inside loops on CPU (the Hessian tools' rolled loops).
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
 """Convolution and max pooling with PyTorch's numbers, in the form each backend runs fastest.
 
-Two XLA CPU weak spots cost more than the rest of a ResNet-18 step together (measured with
-`python -m experiments.bench` and profiles, see BENCHMARKS.md):
+On CPU, float32 convolutions run on oneDNN's kernels (`jaxdl.onednn`), the ones PyTorch calls, when that
+library is built: 1.2-18x faster per layer than XLA:CPU's Eigen convolutions, the fastest form for every
+layer of the zoo (`python -m experiments.bench.conv`, BENCHMARKS.md). Without it, three XLA CPU weak spots
+get forms of their own (measured with `python -m experiments.bench` and profiles, see BENCHMARKS.md):
 
 - 3x3 convolutions over 2x2 and 1x1 feature maps (layer3/layer4 at 32x32 input) run 30-45x slower than
   PyTorch. Written as patches + one GEMM (im2col) they run at GEMM speed; autodiff gives the backward as GEMMs
   too. Larger maps keep XLA's convolution, which wins there.
-- The gradient of `lax.reduce_window` max lowers to select-and-scatter, 4-12x slower than the formulation
-  below, which also reproduces PyTorch's choice among tied maxima (the first in the window).
+- Convolutions with few output channels (LeNet-5's 3 -> 6, 6 -> 16) run at ~3.5 GFLOP/s. Folding blocks of
+  pixels into channels (`space_to_depth_conv`) gives XLA the same convolution with 4-16x the channels on a
+  smaller map, which it runs several times faster despite the zero taps this adds.
+- 1x1 convolutions: one GEMM over the input itself, whose gradients are GEMMs too.
 
-And one LeNet-5 weak spot: convolutions with few output channels (3 -> 6, 6 -> 16) run at ~3.5 GFLOP/s.
-Folding blocks of pixels into channels (`space_to_depth_conv`) gives XLA the same convolution with 4-16x the
-channels on a smaller map, which it runs several times faster despite the zero taps this adds.
+And on every CPU path: the gradient of `lax.reduce_window` max lowers to select-and-scatter, 4-12x slower than
+the formulation below, which also reproduces PyTorch's choice among tied maxima (the first in the window).
 
 GPUs and TPUs keep `lax.conv_general_dilated` (cuDNN and friends) and only the pooling backward changes.
 `ConvPolicy` is the one place these choices are made.
