@@ -1,7 +1,7 @@
 """oneDNN's convolution kernels for XLA:CPU, as XLA FFI custom calls (`onednn_conv.cc`).
 
-XLA:CPU runs convolutions on Eigen's spatial convolution; PyTorch runs them on oneDNN, 1.3-2.5x faster per layer
-on the project's CPU (BENCHMARKS.md, CPU speed across sizes). This module builds a small library that calls
+XLA:CPU runs convolutions on Eigen's spatial convolution; PyTorch runs them on oneDNN, 1.1-15x faster per layer
+with gradients on the project's CPU (`python -m experiments.bench.conv`, BENCHMARKS.md, CPU speed across sizes). This module builds a small library that calls
 oneDNN on jaxdl's own layouts (NHWC activations, HWIO kernels) and registers its three passes (forward, input
 gradient, weight gradient) with XLA. `jaxdl.models.conv` lowers its convolution primitives to them on CPU in
 float32 when the library is built, and to XLA's own convolutions otherwise: the library is an accelerator,

@@ -1,7 +1,7 @@
 // oneDNN's convolutions as XLA FFI handlers: the three passes of an NHWC/HWIO float32 convolution on CPU.
 //
-// Why: XLA:CPU runs convolutions with Eigen's spatial convolution, 1.3-2.5x slower than the oneDNN kernels
-// PyTorch calls on the same machine (BENCHMARKS.md, CPU speed across sizes). These handlers call oneDNN on
+// Why: XLA:CPU runs convolutions with Eigen's spatial convolution, 1.1-15x slower per layer than the oneDNN
+// kernels PyTorch calls, on the same machine (BENCHMARKS.md, CPU speed across sizes). These handlers call oneDNN on
 // jaxdl's own layouts: activations NHWC (oneDNN's nhwc), kernels HWIO (oneDNN's hwio, reordered to the
 // blocked layout oneDNN's kernel asks for, and back for the weight gradient).
 //

@@ -1,9 +1,10 @@
 """Convolution and max pooling with PyTorch's numbers, in the form each backend runs fastest.
 
 On CPU, float32 convolutions run on oneDNN's kernels (`jaxdl.onednn`), the ones PyTorch calls, when that
-library is built: 1.2-18x faster per layer than XLA:CPU's Eigen convolutions, the fastest form for every
-layer of the zoo (`python -m experiments.bench.conv`, BENCHMARKS.md). Without it, three XLA CPU weak spots
-get forms of their own (measured with `python -m experiments.bench` and profiles, see BENCHMARKS.md):
+library is built: 1.1-15x faster per layer (with gradients) than XLA:CPU's Eigen convolutions, the fastest
+form on 12 of the zoo's 13 timed layers and within noise on the last (`python -m experiments.bench.conv`,
+BENCHMARKS.md). Without it, three XLA CPU weak spots get forms of their own (measured with
+`python -m experiments.bench` and profiles, see BENCHMARKS.md):
 
 - 3x3 convolutions over 2x2 and 1x1 feature maps (layer3/layer4 at 32x32 input) run 30-45x slower than
   PyTorch. Written as patches + one GEMM (im2col) they run at GEMM speed; autodiff gives the backward as GEMMs
@@ -52,8 +53,9 @@ class ConvPolicy:
         accelerator path, runnable and testable on a CPU, and the reference for counting a model's FLOPs).
     onednn: every float32 CPU convolution and its derivatives run on oneDNN's kernels (`jaxdl.onednn`,
         the kernels PyTorch calls) when its library is built. Measured on the zoo's layers with their gradients
-        (`python -m experiments.bench.conv`, BENCHMARKS.md), oneDNN is as fast as the best other form or
-        faster on every one of them, up to 18x (3x3 over 2x2 maps), so it takes them all.
+        (`python -m experiments.bench.conv`, BENCHMARKS.md), oneDNN is the fastest form on 12 of the 13
+        timed layers, 1.1-2x ahead of the best other, and within noise of patches + GEMM on the last (3x3
+        over a 2x2 map: 0.92x in one run, 1.07x in another), so it takes them all.
     Without oneDNN (onednn=False, the library not built, or another dtype) the forms below share the CPU
     convolutions out by shape:
     gemm_max_output: output maps at most this large (height and width) run as patches + one GEMM; XLA:CPU's
