@@ -9,9 +9,11 @@ and a notebook or library that imports jaxdl keeps whatever XLA setup it has.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
+from collections.abc import Iterator
 
 # XLA CPU's YNNPACK convolutions make float32 training steps 1.7x slower than its Eigen ones on this zoo
 # (`python -m experiments.bench`, BENCHMARKS.md); this flag keeps single convolutions off YNNPACK.
@@ -51,6 +53,22 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return all([mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, 2**31 - 1), mallopt(M_TOP_PAD, TOP_PAD)])
+
+
+@contextlib.contextmanager
+def returning_freed_memory() -> Iterator[None]:
+    """glibc's own behaviour (freed memory goes back to the system) for the duration, `keep_freed_memory`'s
+    after it if it was set: for measuring a step's peak resident memory, which retained memory would hide."""
+    kept = keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory()
+    if kept:
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt(M_MMAP_MAX, 65536), mallopt(M_TRIM_THRESHOLD, 128 << 10), mallopt(M_TOP_PAD, 0)
+    try:
+        yield
+    finally:
+        if kept:
+            keep_freed_memory.cache_clear()
+            keep_freed_memory()
 
 
 def use_fast_cpu_flags() -> bool:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +190,32 @@ def test_step_peak_mb_sees_a_step_s_memory():
     # 64 MB written (resident), freed at the end of the call: the peak sees it, although it is gone after
     peak = harness.step_peak_mb(lambda: held.append(np.ones(8_000_000)) or held.clear(), steps=2)
     assert 60 < peak < 100
+
+
+def test_step_peak_mb_sees_a_step_s_memory_when_freed_memory_is_kept():
+    """Under `use_fast_cpu_flags()` glibc keeps freed memory mapped, and `malloc_trim` cannot return the top of
+    a thread's arena: a step allocating on a worker thread (as XLA's executor threads do) read as 0 MB. The
+    measurement must see its 64 MB, and leave the setting on after it (a subprocess: the setting is
+    process-wide)."""
+    if harness.peak_rss_unavailable():
+        pytest.skip(harness.peak_rss_unavailable())
+    code = """
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from experiments.bench import harness
+from jaxdl import runtime
+assert runtime.keep_freed_memory()
+worker = ThreadPoolExecutor(1)
+step = lambda: worker.submit(lambda: np.ones(8_000_000).sum()).result()
+for _ in range(3):
+    step()
+print(harness.step_peak_mb(step, steps=2), runtime.keep_freed_memory.cache_info().currsize)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak, kept = done.stdout.split()
+    assert 60 < float(peak) < 100 and kept == "1", done.stdout
 
 
 def test_markdown_table(capsys):

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 
-from jaxdl import cli, onednn
+from jaxdl import cli, onednn, runtime
 from jaxdl.models import check_name
 
 T = TypeVar("T")
@@ -245,19 +245,22 @@ def step_peak_mb(run: Callable[[], object], sync: Callable[[], object] = _nothin
     from malloc; glibc keeps freed memory for reuse, so `malloc_trim(0)` returns it to the OS first: otherwise a
     step reusing the previous step's freed buffers would read as needing nothing. Threads' stacks, the
     allocator's rounding and other threads of the process count too: the figure is a resident-memory cost, to
-    within a few MB.
+    within a few MB. Where `jaxdl.runtime.keep_freed_memory` is set (the benches' `use_fast_cpu_flags()`), glibc's
+    own settings hold during the measurement and one step before it: memory kept mapped would read as free.
     """
-    sync()
-    gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-    before = _status_kib()["VmRSS"]
-    _reset_peak()
-    for _ in range(steps):
-        run()
+    with runtime.returning_freed_memory():
+        run()  # one step under glibc's own settings, whose frees return its memory (the arenas' tops included)
         sync()
-    return (_status_kib()["VmHWM"] - before) * 1024 / 1e6
+        gc.collect()
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
+        before = _status_kib()["VmRSS"]
+        _reset_peak()
+        for _ in range(steps):
+            run()
+            sync()
+        return (_status_kib()["VmHWM"] - before) * 1024 / 1e6
 
 
 # ----------------------------------------------------------------------------------------------- output
