@@ -59,7 +59,7 @@ def keep_freed_memory() -> bool:
 def returning_freed_memory() -> Iterator[None]:
     """glibc's own behaviour (freed memory goes back to the system) for the duration, `keep_freed_memory`'s
     after it if it was set: for measuring a step's peak resident memory, which retained memory would hide."""
-    kept = keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory()
+    kept = keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory()  # set earlier, and in effect
     if kept:
         mallopt = ctypes.CDLL(None).mallopt
         mallopt(M_MMAP_MAX, 65536), mallopt(M_TRIM_THRESHOLD, 128 << 10), mallopt(M_TOP_PAD, 0)
