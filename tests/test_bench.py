@@ -264,3 +264,22 @@ def test_profile_grid_sums_each_cell_by_kind(tmp_path, capsys):
         for side in ("jax", "torch"):
             assert sum(row[f"{side}_kinds_ms"].values()) == pytest.approx(sum(row[f"{side}_ops_ms"].values()))
     assert set(cell["modes"]) == {"train", "eval"} and "| mlp | 32 | 8 | eval |" in capsys.readouterr().out
+
+
+def test_profile_counts_onednn_custom_calls_as_convolutions():
+    """jaxdl's CPU convolutions are custom calls into oneDNN (`jaxdl.onednn`); the profile's kinds must count them
+    as convolutions, not as "other"."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.bench import profile
+    from jaxdl import onednn
+    from jaxdl.models import ops
+
+    if not onednn.available():
+        pytest.skip("oneDNN library not built (make onednn)")
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    text = jax.jit(jax.grad(lambda w: ops.DEFAULT(x, w, (1, 1), ((1, 1), (1, 1))).sum())).lower(w).compile().as_text()
+    calls = [line.split("%")[1].split(" ")[0] for line in text.splitlines() if "jaxdl_onednn_conv" in line]
+    kinds = profile.hlo_kinds(text)
+    assert calls and all(kinds[name] == "convolution" for name in calls), (calls, kinds)
